@@ -1,0 +1,3 @@
+from cityedge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The validated configuration, as plain frozen dataclasses.
+
+Nothing here parses or validates: :mod:`cityedge.config.loader` turns a TOML
+file into these objects or raises :class:`cityedge.errors.ConfigError`.
+Defaults live here so the loader, the docs and the example agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cityedge.profiles import Profile
+
+BusType = Literal["modbus-tcp", "modbus-rtu"]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    id: str
+    gateway_id: str
+    latitude: float
+    longitude: float
+    cell_size_m: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """A field bus. TCP fields are used by modbus-tcp, serial ones by modbus-rtu."""
+
+    name: str
+    type: BusType
+    # modbus-tcp
+    host: str = "127.0.0.1"
+    port: int = 502
+    max_in_flight: int = 1
+    # modbus-rtu
+    device: str = ""
+    baudrate: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+    # both
+    timeout_s: float = 1.0
+    # Extra silence between frames on top of the 3.5 character times the
+    # Modbus RTU spec requires; some RS-485 converters need a little more.
+    inter_frame_gap_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    id: str
+    bus: str
+    unit_id: int
+    profile_name: str
+    profile: Profile
+    poll_interval_s: float = 1.0
+    timeout_s: float | None = None  # None: the bus's timeout
+    retries: int = 2
+    backoff_max_s: float = 60.0
+    max_gap: int | None = None  # None: the profile's coalescing fill
+    latitude: float | None = None
+    longitude: float | None = None
+    line: int = 0  # where the device is declared, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkConfig:
+    broker: str = "127.0.0.1"
+    port: int = 1883
+    protocol: Literal["mqtt5", "mqtt311"] = "mqtt5"
+    client_id: str = ""  # empty: the gateway id
+    topic_prefix: str = "cityedge"
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = 30
+    tls: TlsConfig | None = None
+    batch_max_readings: int = 500
+    batch_max_bytes: int = 64 * 1024
+    batch_max_age_s: float = 1.0
+    max_inflight_batches: int = 8
+    # Share of the uplink given to backlog batches while live data is also
+    # waiting; live data always gets the rest.
+    backlog_share: float = 0.5
+    # A reading older than this (since it was accepted) counts as backlog.
+    live_window_s: float = 10.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 120.0
+
+
+DropPolicy = Literal["oldest-routine-first"]
+Durability = Literal["full", "normal"]
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    path: Path = Path("/var/lib/cityedge/outbox.sqlite")
+    max_bytes: int = 256 * 1024 * 1024
+    drop_policy: DropPolicy = "oldest-routine-first"
+    # full: fsync every commit (survives power loss); normal: survives a
+    # process crash, may lose the last commits on power loss.
+    durability: Durability = "full"
+    state_dir: Path | None = None  # None: the folder of path
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path
+    site: SiteConfig
+    buses: dict[str, BusConfig]
+    devices: list[DeviceConfig]
+    uplink: UplinkConfig
+    storage: StorageConfig
+    profiles_dir: Path
+    log_level: str = "info"
+    extra: dict[str, object] = field(default_factory=dict)

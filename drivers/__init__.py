@@ -1,0 +1,1 @@
+"""Field drivers: one package per protocol, each split codec / transport / driver."""

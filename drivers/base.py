@@ -1,0 +1,112 @@
+"""The contract every field driver implements.
+
+There are two kinds of source, as in the field:
+
+* **Polled** buses (Modbus, OPC UA polling): the agent decides when to ask.
+  A polled driver answers :meth:`PolledDriver.read` for one device and a set
+  of points and returns readings; it never sleeps between polls itself.
+* **Push** sources (OPC UA subscriptions, LoRaWAN uplinks, BLE adverts,
+  serial streams): the device decides when to speak. A push driver yields
+  readings from :meth:`PushDriver.stream` as they arrive.
+
+Either way a driver is an async context manager: ``__aenter__`` opens the
+transport (and may raise :class:`~cityedge.errors.TransientError`),
+``__aexit__`` closes it and leaves no task or thread behind.
+
+Rules every driver follows:
+
+1. A *device fault* (an exception reply, a bad status code, a checksum
+   error in a frame from a device) is data, not an exception: return a
+   :class:`~cityedge.readings.Reading` with ``Quality.BAD``, a ``reason`` and,
+   where the protocol has one, a ``code``.
+2. A *transport failure* (socket closed, port gone) raises
+   :class:`~cityedge.errors.TransientError`. The driver does not reconnect on
+   its own: the supervisor (the bus scheduler) backs off and re-enters.
+3. Bytes from a device are untrusted. Decoders are pure functions that
+   raise :class:`DecodeError` on anything malformed; the driver counts and
+   logs the rejection and keeps going.
+4. Callbacks from libraries (paho, bleak, asyncua) only hand data to a
+   bounded queue; everything else stays in async code.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+from cityedge.readings import Reading
+
+DeviceT = TypeVar("DeviceT")
+RequestT = TypeVar("RequestT")
+
+ReadingSink = Callable[[Sequence[Reading]], Awaitable[None]]
+"""Where a source hands its readings: awaits until they are queued."""
+
+
+class DecodeError(ValueError):
+    """Bytes from a device or peer did not decode. ``reason`` is a short slug."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class Driver(abc.ABC):
+    """Base of every driver: an async context manager around a transport."""
+
+    name: str = "driver"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open the transport. Raises TransientError if it cannot yet."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the transport; idempotent; leaves no task or thread running."""
+
+
+class PolledDriver(Driver, Generic[DeviceT, RequestT]):
+    """A bus the agent polls."""
+
+    @abc.abstractmethod
+    async def read(self, device: DeviceT, request: RequestT) -> Sequence[Reading]:
+        """Read one request of one device. Device faults come back as bad readings."""
+
+
+class PushDriver(Driver):
+    """A source that speaks when it wants to."""
+
+    @abc.abstractmethod
+    def stream(self) -> AsyncIterator[Reading]:
+        """Yield readings as they arrive, until closed."""
+
+
+class Source(abc.ABC):
+    """What the agent supervises: runs until cancelled, feeding a sink.
+
+    A polled bus's scheduler and a push driver's pump are both sources.
+    ``status()`` is what ``cityedge status`` shows for it.
+    """
+
+    name: str = "source"
+
+    @abc.abstractmethod
+    async def run(self, sink: ReadingSink) -> None:
+        """Run until cancelled. Must not raise on device or transport faults."""
+
+    def status(self) -> dict[str, object]:
+        return {}
