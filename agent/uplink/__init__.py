@@ -1,0 +1,1 @@
+"""The MQTT uplink: batch codec, the broker link, and the sender loop."""
