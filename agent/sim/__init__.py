@@ -1,0 +1,1 @@
+"""Simulated field devices for the demo, tests and benchmarks."""
