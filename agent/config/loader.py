@@ -1,0 +1,363 @@
+"""Load the gateway's TOML config into :class:`cityedge.config.model.Config`.
+
+:func:`check_config` validates the whole file (and every profile it names)
+and returns every problem at once; :func:`load_config` raises
+:class:`ConfigError` carrying them. Each section is a field-spec table below:
+a new section (OPC UA, LoRaWAN...) is a new spec in :data:`TOP_FIELDS`. A
+section the :class:`Config` dataclass has no attribute for yet lands in
+``Config.extra``. See ``docs/config.md`` for the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import cityedge
+from cityedge.config.checks import (
+    INVALID,
+    Context,
+    Field,
+    Fields,
+    Invalid,
+    boolean,
+    choice,
+    integer,
+    number,
+    parse_toml,
+    path,
+    records,
+    size,
+    table,
+    text,
+    validate_table,
+)
+from cityedge.config.model import (
+    BusConfig,
+    Config,
+    DeviceConfig,
+    SiteConfig,
+    StorageConfig,
+    TlsConfig,
+    UplinkConfig,
+)
+from cityedge.config.profile_loader import (
+    PROFILE_NAME,
+    PROFILE_NAME_HINT,
+    ProfileCache,
+    available_profiles,
+    profile_path,
+)
+from cityedge.config.toml_lines import Key
+from cityedge.errors import ConfigError, Problem
+
+PROFILES_ENV = "CITYEDGE_PROFILES"
+SHARED_PROFILES = Path("/usr/share/cityedge/firmware-profiles")
+BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+ID = text(r"[A-Za-z0-9_.:-]+", hint="letters, digits, _ . : -")
+HOST = text(r"[A-Za-z0-9_.:%\[\]-]+", hint="a host name or IP address")
+PORT = integer(1, 65535)
+POSITIVE = number(0, above=True)
+LATITUDE = number(-90, 90)
+LONGITUDE = number(-180, 180)
+
+
+def _serial_port(ctx: Context, value: Any, key: Key) -> str:
+    """A serial device path; not required to exist (USB adapters come and go)."""
+    hint = "a device path such as /dev/ttyUSB0 or /dev/serial/by-id/..., COM3, or a pyserial URL"
+    port: str = text(hint=hint)(ctx, value, key)
+    if not (port.startswith("/") or re.fullmatch(r"COM\d+", port) or "://" in port):
+        raise Invalid("not a serial port", hint)
+    return port
+
+
+def _topic_prefix(ctx: Context, value: Any, key: Key) -> str:
+    hint = "MQTT topic levels without + or #, no leading or trailing /"
+    prefix: str = text(hint=hint)(ctx, value, key)
+    if "+" in prefix or "#" in prefix or "\0" in prefix:
+        raise Invalid("must not contain MQTT wildcards", hint)
+    if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+        raise Invalid("must not have empty topic levels", hint)
+    return prefix
+
+
+def _tls_post(ctx: Context, tls: TlsConfig, key: Key) -> None:
+    if tls.key_file is not None and tls.cert_file is None:
+        ctx.report((*key, "key_file"), "needs cert_file as well")
+
+
+def _uplink_post(ctx: Context, up: UplinkConfig, key: Key) -> None:
+    if up.reconnect_max_s < up.reconnect_min_s:
+        allowed = f">= reconnect_min_s ({up.reconnect_min_s})"
+        ctx.report((*key, "reconnect_max_s"), "below reconnect_min_s", allowed, up.reconnect_max_s)
+    if up.protocol == "mqtt311" and up.password is not None and up.username is None:
+        ctx.report((*key, "password"), "MQTT 3.1.1 sends a password only with a username")
+
+
+SITE_FIELDS: Fields = {
+    "id": Field(ID, required=True),
+    "gateway_id": Field(ID, required=True),
+    "latitude": Field(LATITUDE, required=True),
+    "longitude": Field(LONGITUDE, required=True),
+    "cell_size_m": Field(integer(1, 100_000)),
+}
+BUS_COMMON: Fields = {
+    "type": Field(choice("modbus-tcp", "modbus-rtu"), required=True),
+    "timeout_s": Field(number(0, 60, above=True)),
+    "inter_frame_gap_s": Field(number(0, 10)),
+}
+BUS_FIELDS: dict[str, Fields] = {
+    "modbus-tcp": {
+        "host": Field(HOST),
+        "port": Field(PORT),
+        "max_in_flight": Field(integer(1, 256)),
+    },
+    "modbus-rtu": {
+        "device": Field(_serial_port, required=True),
+        "baudrate": Field(choice(*BAUD_RATES)),
+        "parity": Field(choice("N", "E", "O")),
+        "stopbits": Field(choice(1, 2)),
+        "bytesize": Field(choice(7, 8)),
+    },
+}
+LOCATION_FIELDS: Fields = {
+    "latitude": Field(LATITUDE, required=True),
+    "longitude": Field(LONGITUDE, required=True),
+}
+DEVICE_FIELDS: Fields = {
+    "id": Field(ID, required=True),
+    "bus": Field(text(), required=True),
+    "unit_id": Field(integer(0, 247), required=True),
+    "profile": Field(
+        text(PROFILE_NAME, hint=PROFILE_NAME_HINT), required=True, attr="profile_name"
+    ),
+    "poll_interval_s": Field(POSITIVE),
+    "timeout_s": Field(number(0, 60, above=True)),
+    "retries": Field(integer(0, 10)),
+    "backoff_max_s": Field(POSITIVE),
+    "max_gap": Field(integer(0, 125)),
+    "location": Field(table(LOCATION_FIELDS)),
+}
+TLS_FIELDS: Fields = {
+    "ca_file": Field(path("file")),
+    "cert_file": Field(path("file")),
+    "key_file": Field(path("file")),
+    "insecure_skip_verify": Field(boolean()),
+}
+UPLINK_FIELDS: Fields = {
+    "broker": Field(HOST),
+    "port": Field(PORT),
+    "protocol": Field(choice("mqtt5", "mqtt311")),
+    "client_id": Field(text(r"[^\s+#/]*", nonempty=False, hint="no spaces, +, #, /")),
+    "topic_prefix": Field(_topic_prefix),
+    "username": Field(text(nonempty=False)),
+    "password": Field(text(nonempty=False)),
+    "keepalive_s": Field(integer(0, 65535)),
+    "tls": Field(table(TLS_FIELDS, TlsConfig, _tls_post)),
+    "batch_max_readings": Field(integer(1, 1_000_000)),
+    "batch_max_bytes": Field(size(1024)),
+    "batch_max_age_s": Field(POSITIVE),
+    "max_inflight_batches": Field(integer(1, 65535)),
+    "backlog_share": Field(number(0, 1)),
+    "live_window_s": Field(POSITIVE),
+    "reconnect_min_s": Field(POSITIVE),
+    "reconnect_max_s": Field(POSITIVE),
+}
+STORAGE_FIELDS: Fields = {
+    "path": Field(path()),
+    "max_bytes": Field(size(4096)),
+    "drop_policy": Field(choice("oldest-routine-first")),
+    "durability": Field(choice("full", "normal")),
+    "state_dir": Field(path()),
+}
+
+
+def _buses(ctx: Context, value: Any, key: Key) -> dict[str, dict[str, Any] | None]:
+    if not isinstance(value, dict):
+        raise Invalid("must be a table of buses, each [buses.NAME]")
+    return {name: _bus(ctx, name, bus, (*key, name)) for name, bus in value.items()}
+
+
+def _bus(ctx: Context, name: str, value: Any, key: Key) -> dict[str, Any] | None:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        ctx.report(key, "invalid bus name", "letters, digits, _ -", name)
+    kind = value.get("type") if isinstance(value, dict) else None
+    own = BUS_FIELDS.get(kind) if isinstance(kind, str) else None
+    elsewhere: dict[str, str | None] = {}
+    for other, fields in BUS_FIELDS.items():
+        if other != kind:
+            message = f"only for {other} buses" if own is not None else None
+            elsewhere |= dict.fromkeys(fields, message)
+    values = validate_table(ctx, value, {**BUS_COMMON, **(own or {})}, key, elsewhere)
+    return None if values is None else {"name": name, **values}
+
+
+TOP_FIELDS: Fields = {
+    "site": Field(table(SITE_FIELDS, SiteConfig), required=True),
+    "buses": Field(_buses),
+    "devices": Field(records(DEVICE_FIELDS)),
+    "uplink": Field(table(UPLINK_FIELDS, UplinkConfig, _uplink_post)),
+    "storage": Field(table(STORAGE_FIELDS, StorageConfig)),
+    "profiles_dir": Field(path("dir")),
+    "log_level": Field(choice(*LOG_LEVELS)),
+}
+
+
+def load_config(path: Path, profiles_dir: Path | None = None) -> Config:
+    """Load and validate ``path``; raise :class:`ConfigError` listing every problem."""
+    config, problems = check_config(path, profiles_dir)
+    if config is None or problems:
+        raise ConfigError(problems)
+    return config
+
+
+def check_config(
+    path: Path, profiles_dir: Path | None = None
+) -> tuple[Config | None, list[Problem]]:
+    """Validate ``path`` and the profiles it names; never raises.
+
+    Returns the config and no problems, or None and every problem found.
+    ``profiles_dir`` overrides where profiles are looked up (see
+    :func:`resolve_profiles_dir`).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return None, [Problem(str(path), 0, "(file)", f"cannot read config: {reason}")]
+    doc, ctx = parse_toml(str(path), data, _absolute(path).parent)
+    if doc is None:
+        return None, ctx.problems
+    top = validate_table(ctx, doc, TOP_FIELDS, ()) or {}
+    pdir = resolve_profiles_dir(path, top.get("profiles_dir"), profiles_dir)
+    buses = top.get("buses", {})
+    devices = _devices(ctx, top.get("devices", []), buses, pdir)
+    if ctx.problems:
+        own = str(path)
+        return None, sorted(ctx.problems, key=lambda p: (p.file != own, p.file, p.line))
+    return _assemble(path, top, buses, devices, pdir), []
+
+
+def resolve_profiles_dir(
+    config_path: Path, configured: Path | None = None, override: Path | None = None
+) -> Path:
+    """Where profiles are looked up, first match wins.
+
+    ``override`` (e.g. a command-line flag), the config's ``profiles_dir``,
+    ``$CITYEDGE_PROFILES``, ``firmware-profiles`` next to the config, the
+    source tree's ``firmware-profiles``, then ``/usr/share/cityedge/firmware-profiles``.
+    """
+    for chosen in (override, configured, os.environ.get(PROFILES_ENV) or None):
+        if chosen is not None:
+            return Path(chosen)
+    beside = _absolute(config_path).parent / "firmware-profiles"
+    if beside.is_dir():
+        return beside
+    repo = Path(cityedge.__file__).parent.parent / "firmware-profiles"
+    return repo if repo.is_dir() else SHARED_PROFILES
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute and normalised (``a/../b`` -> ``b``), without following symlinks."""
+    return Path(os.path.abspath(path))
+
+
+def _devices(
+    ctx: Context, items: list[dict[str, Any] | None], buses: dict[str, Any], pdir: Path
+) -> list[DeviceConfig]:
+    """Cross-check devices (ids, buses, profiles) and build the valid ones."""
+    cache = ProfileCache()
+    seen: dict[str, int] = {}
+    built: list[DeviceConfig] = []
+    for n, dev in enumerate(items):
+        if dev is None:
+            continue
+        key: Key = ("devices", n)
+        before = len(ctx.problems)
+        if "id" in dev:
+            if dev["id"] in seen:
+                message = f"duplicate device id (first at line {seen[dev['id']]})"
+                ctx.report((*key, "id"), message, got=dev["id"])
+            seen.setdefault(dev["id"], ctx.line(key))
+        bus = _device_bus(ctx, key, dev, buses)
+        profile = _device_profile(ctx, key, dev, pdir, cache)
+        if len(ctx.problems) == before and profile is not None and bus is not None:
+            built.append(_device(ctx, key, dev, profile))
+    return built
+
+
+def _device_bus(
+    ctx: Context, key: Key, dev: dict[str, Any], buses: dict[str, Any]
+) -> dict[str, Any] | None:
+    name = dev.get("bus")
+    if name is None:
+        return None
+    bus = buses.get(name)
+    if name not in buses:
+        close = difflib.get_close_matches(name, list(buses), n=1)
+        hint = f", did you mean {close[0]!r}?" if close else ""
+        allowed = ", ".join(buses) or "none: declare one as [buses.NAME]"
+        ctx.report((*key, "bus"), f"unknown bus{hint}", allowed, name)
+        return None
+    if bus is not None and bus.get("type") == "modbus-rtu" and dev.get("unit_id") == 0:
+        message = "0 is the RTU broadcast address, not a device"
+        ctx.report((*key, "unit_id"), message, "1..247 on modbus-rtu buses", 0)
+    return bus
+
+
+def _device_profile(
+    ctx: Context, key: Key, dev: dict[str, Any], pdir: Path, cache: ProfileCache
+) -> Any:
+    name = dev.get("profile_name")
+    if name is None:
+        return None
+    if not profile_path(pdir, name).is_file():
+        known = available_profiles(pdir)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f", did you mean {close[0]!r}?" if close else ""
+        message = f"unknown profile: no file {profile_path(pdir, name)}{hint}"
+        allowed = None if close else ", ".join(known) or f"none found in {pdir}"
+        ctx.report((*key, "profile"), message, allowed)
+        return None
+    profile, problems = cache.check(pdir, name)
+    for problem in problems:
+        if problem not in ctx.problems:  # a profile shared by devices: report once
+            ctx.problems.append(problem)
+    return profile
+
+
+def _device(ctx: Context, key: Key, dev: dict[str, Any], profile: Any) -> DeviceConfig:
+    values = dict(dev)
+    location = values.pop("location", None)
+    if location is not None and location is not INVALID:
+        values |= location
+    return DeviceConfig(profile=profile, line=ctx.line(key), **values)
+
+
+def _assemble(
+    path: Path,
+    top: dict[str, Any],
+    buses: dict[str, Any],
+    devices: list[DeviceConfig],
+    pdir: Path,
+) -> Config:
+    known = {f.name for f in dataclasses.fields(Config)}
+    extra = {k: v for k, v in top.items() if k not in known}
+    return Config(
+        source=_absolute(path),
+        site=top["site"],
+        buses={name: BusConfig(**values) for name, values in buses.items()},
+        devices=devices,
+        uplink=top.get("uplink", UplinkConfig()),
+        storage=top.get("storage", StorageConfig()),
+        profiles_dir=pdir,
+        log_level=top.get("log_level", "info"),
+        extra=extra,
+    )
