@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,8 @@ def resolve_profiles_dir(
 
     ``override`` (e.g. a command-line flag), the config's ``profiles_dir``,
     ``$CITYEDGE_PROFILES``, ``firmware-profiles`` next to the config, the
-    source tree's ``firmware-profiles``, then ``/usr/share/cityedge/firmware-profiles``.
+    source tree's ``firmware-profiles``, the installed ``<prefix>/share/cityedge/
+    firmware-profiles``, then ``/usr/share/cityedge/firmware-profiles``.
     """
     for chosen in (override, configured, os.environ.get(PROFILES_ENV) or None):
         if chosen is not None:
@@ -261,7 +263,10 @@ def resolve_profiles_dir(
     if beside.is_dir():
         return beside
     repo = Path(cityedge.__file__).parent.parent / "firmware-profiles"
-    return repo if repo.is_dir() else SHARED_PROFILES
+    if repo.is_dir():
+        return repo
+    installed = Path(sys.prefix) / "share" / "cityedge" / "firmware-profiles"
+    return installed if installed.is_dir() else SHARED_PROFILES
 
 
 def _absolute(path: Path) -> Path:
