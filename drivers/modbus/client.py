@@ -15,13 +15,18 @@ What pymodbus 3.16 does with replies, and what we add (read from
 * The RTU framer skips frames whose unit id is not the one asked, but it
   does not check the function code or the length: a late reply of the same
   unit arriving inside the next request's window would be taken as its
-  reply. We therefore check every reply's function code and register count
-  (:class:`ReplyMismatch`), and on RTU keep the line quiet for the
-  inter-frame gap measured from the last byte *seen* (expected or not) via
-  pymodbus's ``trace_packet`` hook, so a late frame still arriving pushes
-  our next request back instead of colliding with it. RTU has no
-  transaction id: a stale reply of the same unit, function and length that
-  arrives after our next request went out is indistinguishable by design.
+  reply (``test_late_reply_is_not_taken_for_the_next_one`` reproduces it).
+  So on RTU, after a unit times out we do not ask *that unit* again for
+  another timeout (:meth:`ModbusClient.ready_at`; the scheduler plans its
+  retry then, other units go on meanwhile): a late reply in that window
+  finds no request waiting, or one for another unit id, and is dropped.
+  We also check every reply's function code and register count
+  (:class:`ReplyMismatch`), and keep the line quiet for the inter-frame gap
+  measured from the last byte *seen* (expected or not, via pymodbus's
+  ``trace_packet`` hook), so a late frame still arriving pushes our next
+  request back instead of colliding with it. RTU has no transaction id: a
+  reply later than twice the timeout, of the same unit, function and length,
+  remains indistinguishable by design.
 * On TCP a lost connection does not fail the pending request; it times
   out. After a timeout we look at the connection and raise
   :class:`TransientError` rather than :class:`DeviceTimeout` if it is gone.
@@ -137,6 +142,11 @@ class ModbusClient(PolledDriver[ModbusDevice, ReadRequest]):
         self._clients: list[Client] = []
         self._idle: asyncio.Queue[Client] = asyncio.Queue()
         self._quiet_since = 0.0  # monotonic time of the last byte seen or sent
+        self._late_until: dict[int, float] = {}  # RTU unit -> end of its late-reply window
+
+    def ready_at(self, unit_id: int) -> float:
+        """Monotonic time from which ``unit_id`` may be asked again (RTU late-reply window)."""
+        return self._late_until.get(unit_id, 0.0)
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         self._quiet_since = time.monotonic()
@@ -206,6 +216,8 @@ class ModbusClient(PolledDriver[ModbusDevice, ReadRequest]):
         if not client.connected:
             raise TransientError("connection lost")
         if self.rtu:
+            if (wait := self.ready_at(device.unit_id) - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             await self._wait_quiet()
         try:
             reply: ModbusPDU = await asyncio.wait_for(
@@ -215,6 +227,8 @@ class ModbusClient(PolledDriver[ModbusDevice, ReadRequest]):
         except TimeoutError:
             if not client.connected:
                 raise TransientError("connection lost") from None
+            if self.rtu:
+                self._late_until[device.unit_id] = time.monotonic() + device.timeout_s
             raise DeviceTimeout(f"unit {device.unit_id}: no reply in {device.timeout_s}s") from None
         except ConnectionException as exc:
             raise TransientError(str(exc)) from exc

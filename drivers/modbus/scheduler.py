@@ -9,7 +9,9 @@ wire; the transport keeps the inter-frame gap) and ``max_in_flight`` on TCP.
 
 A failed attempt (timeout, a reply that does not match) is rescheduled as a
 new job behind every job already due, so a dead or slow device delays its
-neighbours by at most its own timeout per attempt. After ``1 + retries``
+neighbours by at most its own timeout per attempt (on RTU the retry also
+waits out the unit's late-reply window, see :mod:`.client`, while the
+other units are polled). After ``1 + retries``
 consecutive failed attempts its points are reported bad (``timeout`` or
 ``bad_response``) and it is retried with exponential backoff and full jitter
 until it answers again (``device_recovered``). Exception replies are
@@ -287,7 +289,7 @@ class ModbusBus(Source):
         now = time.monotonic()
         if not dev.down and dev.failures <= dev.config.retries:
             dev.log.info("poll_retry", reason=reason, attempt=dev.failures)
-            self._push(dev, now)
+            self._push(dev, max(now, self.client.ready_at(dev.config.unit_id)))
             return
         if not dev.down:
             dev.log.warning(
@@ -296,7 +298,7 @@ class ModbusBus(Source):
         dev.down = True
         await self._deliver([r for q in dev.requests for r in bad_readings(dev.target, q, reason)])
         delay = dev.backoff.next_delay()
-        dev.slot = now + delay
+        dev.slot = max(now + delay, self.client.ready_at(dev.config.unit_id))
         self._push(dev, dev.slot)
 
     async def _report_unreachable(self, reason: str) -> None:
