@@ -86,8 +86,10 @@ class Link:
         self.client.max_queued_messages_set(0)
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password)
+        self._tls_sockets: list[ssl.SSLSocket] = []
         ctx = tls_context(cfg)
         if ctx is not None:
+            _track_sockets(ctx, self._tls_sockets)
             self.client.tls_set_context(ctx)
         self.client.will_set(
             state_topic, state_payload("offline", reason="connection_lost"), qos=1, retain=True
@@ -139,6 +141,9 @@ class Link:
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
+            # paho leaves the socket of a failed TLS handshake open: close it.
+            for sock in self._tls_sockets:
+                sock.close()
             return False
         self.client.loop_start()
         waiter = asyncio.ensure_future(self.connected.wait())
@@ -192,3 +197,17 @@ class Link:
 def _wait_published(info: mqtt.MQTTMessageInfo, timeout_s: float) -> None:
     with contextlib.suppress(RuntimeError, ValueError):
         info.wait_for_publish(timeout_s)
+
+
+def _track_sockets(ctx: ssl.SSLContext, into: list[ssl.SSLSocket]) -> None:
+    """Make ``ctx`` record the TLS sockets it wraps, so a failed connect can close them."""
+    base = ctx.sslsocket_class
+
+    class Tracked(base):  # type: ignore[valid-type,misc]
+        @classmethod
+        def _create(cls, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+            sock: ssl.SSLSocket = super()._create(*args, **kwargs)
+            into.append(sock)
+            return sock
+
+    ctx.sslsocket_class = Tracked

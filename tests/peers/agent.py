@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -9,7 +10,6 @@ import subprocess
 import sys
 import time
 import zlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -25,9 +25,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
+def wait_port(
+    port: int, timeout_s: float = 10.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise TimeoutError(f"the process for port {port} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
@@ -46,6 +50,8 @@ class Broker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            # Run as whoever runs the test: files in the test's tmp dir stay readable.
+            "user root\n"
             # Persistent, so a subscriber's session and its queue survive a
             # broker restart, as on the city's hub.
             f"persistence true\npersistence_location {self.workdir}/\n"
@@ -53,7 +59,11 @@ class Broker:
         )
         with open(self.workdir / "mosquitto.log", "ab") as log:
             self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)
-        wait_port(self.port)
+        try:
+            wait_port(self.port, proc=self.proc)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError((self.workdir / "mosquitto.log").read_text()[-2000:]) from None
 
     def stop(self) -> None:
         if self.proc is not None:
