@@ -14,9 +14,8 @@ from cityedge.drivers.modbus.plan import plan_reads
 
 def main() -> None:
     pdir = Path(sys.argv[1] if len(sys.argv) > 1 else "firmware-profiles")
-    print(
-        f"{'profile':<24} {'points':>6} {'per-point':>9} {'coalesced':>9} {'words read':>10} {'saved':>6}"
-    )
+    head = ("profile", "points", "per-point", "coalesced", "words read", "saved")
+    print("{:<24} {:>6} {:>9} {:>9} {:>10} {:>6}".format(*head))
     for name in available_profiles(pdir):
         prof = load_profile(pdir, name)
         plan = plan_reads(

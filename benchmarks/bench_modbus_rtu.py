@@ -38,29 +38,28 @@ def theoretical(n_points: int, baud: int, bus: BusConfig) -> float:
 
 async def run(baud: int, n_points: int, seconds: float) -> tuple[float, float, int]:
     prof = profile(n_points)
-    async with pty_link(baud) as link:
-        async with ModbusSim({1: prof}, serial_port=link.a, baudrate=baud):
-            bus = BusConfig(
-                name="rs485", type="modbus-rtu", device=link.b, baudrate=baud, timeout_s=1.0
-            )
-            dev = DeviceConfig(id="m", bus="rs485", unit_id=1, profile_name=prof.name,
-                               profile=prof, poll_interval_s=0.001)  # fmt: skip
-            modbus = ModbusBus(bus, [(dev, "cell")])
-            good = 0
+    async with pty_link(baud) as link, ModbusSim({1: prof}, serial_port=link.a, baudrate=baud):
+        bus = BusConfig(
+            name="rs485", type="modbus-rtu", device=link.b, baudrate=baud, timeout_s=1.0
+        )
+        dev = DeviceConfig(id="m", bus="rs485", unit_id=1, profile_name=prof.name,
+                           profile=prof, poll_interval_s=0.001)  # fmt: skip
+        modbus = ModbusBus(bus, [(dev, "cell")])
+        good = 0
 
-            async def sink(readings: Sequence[Reading]) -> None:
-                nonlocal good
-                good += sum(1 for r in readings if r.quality == "good")
+        async def sink(readings: Sequence[Reading]) -> None:
+            nonlocal good
+            good += sum(1 for r in readings if r.quality == "good")
 
-            task = asyncio.create_task(modbus.run(sink))
-            await asyncio.sleep(0.5)  # warm up
-            start_good, t0 = good, time.monotonic()
-            await asyncio.sleep(seconds)
-            rate = (good - start_good) / (time.monotonic() - t0)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            skipped = modbus.status()["devices"]["m"]["skipped_slots"]  # type: ignore[index]
-            return rate, theoretical(n_points, baud, bus), int(skipped)
+        task = asyncio.create_task(modbus.run(sink))
+        await asyncio.sleep(0.5)  # warm up
+        start_good, t0 = good, time.monotonic()
+        await asyncio.sleep(seconds)
+        rate = (good - start_good) / (time.monotonic() - t0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        skipped = modbus.status()["devices"]["m"]["skipped_slots"]  # type: ignore[index]
+        return rate, theoretical(n_points, baud, bus), int(skipped)
 
 
 async def main() -> None:
