@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import statistics
 
+from cityedge.config.model import BusConfig
 from cityedge.drivers.modbus.scheduler import ModbusBus
 from cityedge.grid import cell_id
 from cityedge.profiles import Point
@@ -145,3 +146,15 @@ async def test_read_now_goes_through_the_queue_on_rtu() -> None:
             assert 225 < readings[0].value < 235  # type: ignore[operator]
         assert all(r.quality == "good" for r in sink.readings)
         assert modbus.status()["devices"]["m1"]["errors_total"] == 0  # type: ignore[index]
+
+
+def test_a_late_poll_skips_missed_slots() -> None:
+    """A poll that fell behind resumes on its monotonic grid, skipping missed slots, no burst."""
+    bus = BusConfig(name="field", type="modbus-tcp")
+    modbus = ModbusBus(bus, [(device("m1", 1, PROFILE, poll_interval_s=1.0), "cell")])
+    dev = modbus._devices["m1"]
+    dev.slot = 100.0
+    assert modbus._next_slot(dev, now=100.2) == 101.0  # on time
+    assert modbus._next_slot(dev, now=104.5) == 105.0  # 3 slots missed, not replayed
+    assert dev.stats.skipped_slots == 3
+    assert modbus._next_slot(dev, now=105.01) == 106.0

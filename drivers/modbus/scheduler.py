@@ -277,7 +277,7 @@ class ModbusBus(Source):
 
     def _next_slot(self, dev: _Device, now: float) -> float:
         """The next slot after ``now`` on the device's grid; missed ones are skipped."""
-        interval = dev.config.poll_interval_s
+        interval = max(dev.config.poll_interval_s, 1e-3)
         steps = max(1, int((now - dev.slot) // interval) + 1)
         dev.stats.skipped_slots += steps - 1
         dev.slot += steps * interval
