@@ -44,7 +44,9 @@ case "$cmd" in
     venv
     shift
     echo "== ruff" && "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check .
-    echo "== mypy" && (cd /tmp && "$OLDPWD/$VENV/bin/mypy" --config-file "$OLDPWD/pyproject.toml" -p cityedge)
+    # From an empty folder, so mypy checks the installed package, not the tree.
+    here=$PWD
+    echo "== mypy" && (cd "$(mktemp -d)" && "$here/$VENV/bin/mypy" --config-file "$here/pyproject.toml" -p cityedge)
     echo "== pytest"
     exec "$VENV/bin/pytest" "$@"
     ;;

@@ -63,6 +63,8 @@ def test_sigkill_loses_no_accepted_reading(
         sim.stop()
     received = recorder.wait_for(1)
     seqs = Counter(int(r["seq"]) for r in received)
+    dups = sum(n - 1 for n in Counter(str(b["batch"]) for b in recorder.batches()).values())
+    print(f"readings={len(seqs)} caught_at_kill={len(at_kill)} dup_batches={dups}")
     assert at_kill, "the kills should have caught readings in the outbox"
     missing = at_kill - set(seqs)
     assert not missing, f"{len(missing)} accepted readings never arrived"

@@ -192,7 +192,9 @@ def render(agent: Agent, hub: Hub, t: float, rates: tuple[float, float], note: s
     ]
     devices: dict[str, Any] = {}
     for src in agent.sources:
-        devices.update(src.status().get("devices", {}))
+        found = src.status().get("devices", {})
+        if isinstance(found, dict):
+            devices.update(found)
     with hub.lock:
         for dev, _unit, profile, _i in DEVICES:
             ds = devices.get(dev, {})
