@@ -81,6 +81,39 @@ def test_sigkill_loses_no_accepted_reading(
         got = [int(r["seq"]) for r in b["readings"]]  # type: ignore[attr-defined]
         assert by_id.setdefault(str(b["batch"]), got) == got, "a repeated id carries the same data"
     dup_readings = sum(n - 1 for n in seqs.values())
-    assert dup_readings == sum(
-        len(by_id[i]) * (n - 1) for i, n in ids.items()
-    ), "every duplicate reading belongs to a repeated batch"
+    assert dup_readings == sum(len(by_id[i]) * (n - 1) for i, n in ids.items()), (
+        "every duplicate reading belongs to a repeated batch"
+    )
+
+
+def test_last_will_marks_a_killed_gateway_offline(tmp_path: Path, broker: Broker) -> None:
+    """Online is retained while the agent runs; SIGKILL leaves a retained offline state."""
+    import json
+
+    sim = SimProcess(units=[1])
+    sim.start()
+    config = write_config(
+        tmp_path / "gw.toml", broker_port=broker.port, modbus_port=sim.port, units=[1]
+    )
+    state_topic = "cityedge/test-site/gw-test/state"
+    try:
+        proc = start_agent(config, tmp_path / "agent.log")
+
+        def retained() -> dict[str, object] | None:
+            r = Recorder(broker.port, state_topic)
+            r.start()
+            time.sleep(0.2)
+            r.stop()
+            return json.loads(r.messages[-1][1]) if r.messages else None
+
+        wait_until(lambda: (retained() or {}).get("state") == "online", 20, "online state")
+        kill9(proc)
+        wait_until(lambda: (retained() or {}).get("state") == "offline", 20, "offline state")
+        assert (retained() or {}).get("reason") == "connection_lost"
+        proc = start_agent(config, tmp_path / "agent.log")
+        wait_until(lambda: (retained() or {}).get("state") == "online", 20, "online again")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert (retained() or {}).get("reason") == "shutdown"
+    finally:
+        sim.stop()

@@ -44,7 +44,7 @@ DEVICES = [  # (id, unit, profile, poll interval s)
     ("solar-light-17", 20, "epever/tracer", 2.0),
 ]
 SHOW = {  # a point per profile to show in the live view
-    "eastron/sdm630": "voltage_l1",
+    "eastron/sdm630": "voltage_l1_n",
     "xy/xy-md02": "temperature",
     "epever/tracer": "battery_soc",
 }
