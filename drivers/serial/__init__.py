@@ -1,0 +1,12 @@
+"""Serial sensors: pure frame codecs and stream framers (PMS5003, SDS011, NMEA, generic).
+
+Each ``decode_*`` entry takes what a technician pastes into ``cityedge
+decode`` and returns a JSON-ready dict, raising
+:class:`~cityedge.drivers.base.DecodeError` on input that does not decode.
+"""
+
+from cityedge.drivers.serial.nmea import decode_nmea
+from cityedge.drivers.serial.pms5003 import decode_pms5003
+from cityedge.drivers.serial.sds011 import decode_sds011
+
+__all__ = ["decode_nmea", "decode_pms5003", "decode_sds011"]
