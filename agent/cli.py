@@ -123,7 +123,8 @@ def render_status(st: dict[str, Any]) -> str:
             err = ds.get("last_error") or ""
             out.append(
                 f"  {dev:<16} {ds.get('state', ''):<10} polls {ds.get('polls', 0):>7} "
-                f"errors {ds.get('errors', 0):>5}  rate {ds.get('poll_rate_hz', 0):>5}/s  {err}"
+                f"errors {ds.get('errors_total', 0):>5}  "
+                f"rate {ds.get('poll_rate_hz', 0):>5}/s  {err}"
             )
     return "\n".join(out)
 

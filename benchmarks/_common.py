@@ -32,7 +32,8 @@ def readings(n: int, devices: int = 100, seed: int = 1) -> list[Reading]:
         name, unit, base = POINTS[i % len(POINTS)]
         dev = f"meter-{(i // len(POINTS)) % devices:03d}"
         value = round(base * (1 + rng.gauss(0, 0.01)), 3)
-        out.append(Reading(dev, name, value, unit, now, family="energy", cell="33N_500_389500_5819500"))
+        cell = "33N_500_389500_5819500"
+        out.append(Reading(dev, name, value, unit, now, family="energy", cell=cell))
     return out
 
 

@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import machine, readings  # noqa: E402
+from _common import machine, readings
 
-from cityedge.config.model import UplinkConfig  # noqa: E402
-from cityedge.outbox import Outbox  # noqa: E402
-from cityedge.pipeline import Writer  # noqa: E402
-from cityedge.uplink.sender import Sender  # noqa: E402
+from cityedge.config.model import UplinkConfig
+from cityedge.outbox import Outbox
+from cityedge.pipeline import Writer
+from cityedge.uplink.sender import Sender
 
 SUBSCRIBER = r"""
 import sys, time, zlib, json
@@ -127,7 +127,9 @@ def main() -> None:
         tmp = Path(d)
         port = free_port()
         conf = tmp / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n")
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+        )
         broker = subprocess.Popen([mosq, "-c", str(conf)], stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         try:

@@ -14,14 +14,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import machine, readings  # noqa: E402
+from _common import machine, readings
 
-from cityedge.outbox import Outbox  # noqa: E402
-from cityedge.uplink.codec import reading_body  # noqa: E402
+from cityedge.outbox import Outbox
+from cityedge.uplink.codec import reading_body
 
 
 def accept_rate(durability: str, commit_rows: int, total: int, tmp: Path) -> float:
-    ob = Outbox(tmp / f"a-{durability}-{commit_rows}.sqlite", max_bytes=1 << 34, durability=durability)
+    path = tmp / f"a-{durability}-{commit_rows}.sqlite"
+    ob = Outbox(path, max_bytes=1 << 34, durability=durability)
     ob.open()
     items = [(2, r.device, reading_body(r)) for r in readings(total)]
     t0 = time.perf_counter()

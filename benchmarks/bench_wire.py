@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import machine, readings  # noqa: E402
+from _common import machine, readings
 
-from cityedge.outbox import Row  # noqa: E402
-from cityedge.uplink.codec import encode_batch, reading_body  # noqa: E402
+from cityedge.outbox import Row
+from cityedge.uplink.codec import encode_batch, reading_body
 
 TOPIC = "cityedge/demo-city/gw-demo-01/telemetry"
 PUBACK = 4  # fixed header 2 + packet id 2 (MQTT 3.1.1; MQTT 5 success may omit the rest)

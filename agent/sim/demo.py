@@ -79,7 +79,7 @@ class Broker:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser root\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
         )
         with open(self.workdir / "mosquitto.log", "ab") as log:
@@ -111,6 +111,7 @@ class Hub:
                         protocol=mqtt.MQTTv311)  # fmt: skip
         c.on_connect = lambda cl, *_: cl.subscribe("cityedge/#", qos=1)
         c.on_message = self._on_message
+        c.reconnect_delay_set(0.2, 2)
         c.connect_async("127.0.0.1", port)
         c.loop_start()
         self.client = c
@@ -203,15 +204,19 @@ def render(agent: Agent, hub: Hub, t: float, rates: tuple[float, float], note: s
             shown = f"{SHOW[profile]} = {value} {unit}  ({ts[11:23]})" if ts else ""
             out.append(
                 f"{dev:<18}{ds.get('state', '?'):<11}{ds.get('polls', 0):>7}"
-                f"{ds.get('errors', 0):>8}{hub.per_device[dev]:>9}  {shown}"
+                f"{ds.get('errors_total', 0):>8}{hub.per_device[dev]:>9}  {shown}"
             )
     return "\n".join(out)
 
 
-async def _demo(workdir: Path, seconds: float) -> int:
+def fresh_workdir(workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("outbox.sqlite*"):
         old.unlink()
+
+
+async def _demo(workdir: Path, seconds: float) -> int:
+    fresh_workdir(workdir)
     pdir = profiles_dir()
     port, modbus_port = free_port(), free_port()
     broker = Broker(workdir, port)

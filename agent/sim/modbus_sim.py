@@ -52,7 +52,8 @@ def simulated_value(point: Point, t: float, rng: random.Random, day_s: float = 8
         return 0
     if unit in ("kWh", "Wh", "kvarh", "varh", "m3", "MWh") or "energy" in name:
         return round(1000.0 + t / 36.0, 3)  # 100 W average
-    wave = math.sin(2 * math.pi * (t % day_s) / day_s)
+    # A daily cycle plus a minutes-long ripple, so a short demo shows movement.
+    wave = math.sin(2 * math.pi * (t % day_s) / day_s) + 0.15 * math.sin(2 * math.pi * t / 97.0)
     by_unit: dict[str, float] = {
         "V": 400.0 if any(s in name for s in ("l1_l2", "l2_l3", "l3_l1")) else 230.0,
         "A": 5.0 + 2.0 * wave,
@@ -66,7 +67,8 @@ def simulated_value(point: Point, t: float, rng: random.Random, day_s: float = 8
     value = by_unit.get(unit, 100.0)
     value += rng.gauss(0.0, max(0.01, abs(value) * 0.002))
     if not point.type.startswith("float"):
-        value = round(value)
+        step = abs(point.scale) or 1.0  # whole register counts, in engineering units
+        value = round(round((value - point.offset) / step) * step + point.offset, 9)
     if point.type.startswith("uint"):
         value = abs(value)
     if point.write is not None:

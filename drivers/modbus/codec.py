@@ -90,7 +90,23 @@ def _scaled(point: Point, raw: int | float) -> int | float:
     value = raw * point.scale + point.offset
     if not math.isfinite(value):
         raise DecodeError("invalid_value", f"{point.name}: {value}")
-    return value
+    # 2301 * 0.1 is 230.10000000000002 in binary; 12 significant digits is
+    # more than any register holds and drops the artefact.
+    return float(f"{value:.12g}")
+
+
+def shortest_float32(x: float) -> float:
+    """The shortest decimal that is still the same float32.
+
+    A float32 widened to a double prints as 230.3641357421875 where the
+    device meant 230.36414; the hub should see what the device sent.
+    """
+    want = struct.pack(">f", x)
+    for digits in range(6, 10):
+        y = float(f"{x:.{digits}g}")
+        if struct.pack(">f", y) == want:
+            return y
+    return x
 
 
 def _decode_string(point: Point, wire: bytes) -> str:
@@ -132,6 +148,8 @@ def decode_point(point: Point, values: Sequence[int]) -> Value:
     (raw,) = struct.unpack(fmt, _value_bytes(wire, resolve_order(point.order, len(wire))))
     if isinstance(raw, float) and not math.isfinite(raw):
         raise DecodeError("invalid_value", f"{point.name}: {raw}")
+    if point.type == "float32":
+        raw = shortest_float32(raw)
     return _scaled(point, raw)
 
 
