@@ -43,10 +43,13 @@ case "$cmd" in
     need_apt
     venv
     shift
-    echo "== ruff" && "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check .
+    echo "== ruff"
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
     # From an empty folder, so mypy checks the installed package, not the tree.
+    echo "== mypy"
     here=$PWD
-    echo "== mypy" && (cd "$(mktemp -d)" && "$here/$VENV/bin/mypy" --config-file "$here/pyproject.toml" -p cityedge)
+    (cd "$(mktemp -d)" && "$here/$VENV/bin/mypy" --config-file "$here/pyproject.toml" -p cityedge)
     echo "== pytest"
     exec "$VENV/bin/pytest" "$@"
     ;;

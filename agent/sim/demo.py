@@ -111,7 +111,7 @@ class Hub:
                         protocol=mqtt.MQTTv311)  # fmt: skip
         c.on_connect = lambda cl, *_: cl.subscribe("cityedge/#", qos=1)
         c.on_message = self._on_message
-        c.reconnect_delay_set(0.2, 2)
+        c.reconnect_delay_set(1, 2)
         c.connect_async("127.0.0.1", port)
         c.loop_start()
         self.client = c
