@@ -184,17 +184,19 @@ class LineFramer(Framer):
 
     With ``start`` (NMEA's ``$``), bytes before it are garbage and a line cut
     off by the next start is ``bad_tail``. Without it every non-blank line is a
-    frame. Lines longer than ``max_size`` are ``bad_length`` and skipped to
-    their end. Runs of bare whitespace between lines are not garbage.
+    frame. Lines longer than ``max_line`` are ``bad_length`` and skipped to
+    their end. Runs of bare whitespace between lines are not garbage. The
+    outcome does not depend on how the stream was torn into reads.
     """
 
     def __init__(
         self,
-        max_size: int,
+        max_line: int,
         start: bytes | None = None,
         check: Callable[[bytes], str | None] | None = None,
     ) -> None:
-        super().__init__(max_size)
+        super().__init__(max_line + 1)  # room for the CR before LF
+        self.max_line = max_line
         self.start = start
         self._check = check
         self._discarding = False
@@ -212,20 +214,22 @@ class LineFramer(Framer):
                 if i < 0:
                     return
             j = self._buf.find(b"\n")
-            k = self._buf.find(self.start, 1) if self.start is not None else -1
-            if k >= 0 and (j < 0 or k < j):
-                self._reject_line("bad_tail", k)
-                continue
-            if j < 0:
-                if len(self._buf) > self.max_size:
-                    self._reject_line("bad_length", len(self._buf))
-                    self._discarding = True
+            k = self._find_start(1)
+            end = min(p for p in (j, k, len(self._buf)) if p >= 0)
+            if end > self.max_size:
+                # Decided on the first max_size + 1 bytes alone, as a torn stream must be.
+                self._reject_line("bad_length", self.max_size + 1)
+                self._discarding = True
+            elif end == len(self._buf):
                 return
-            self._line(j)
+            elif end == k:
+                self._reject_line("bad_tail", k)
+            else:
+                self._line(j)
 
     def _skip_rest(self) -> bool:
         """Drop the rest of an over-long line; False if its end is not here yet."""
-        ends = [p for p in (self._buf.find(b"\n"), self._find_start()) if p >= 0]
+        ends = [p for p in (self._buf.find(b"\n"), self._find_start(0)) if p >= 0]
         if not ends:
             self._drop(len(self._buf), silent=True)
             return False
@@ -234,12 +238,12 @@ class LineFramer(Framer):
         self._discarding = False
         return True
 
-    def _find_start(self) -> int:
-        return self._buf.find(self.start) if self.start is not None else -1
+    def _find_start(self, at: int) -> int:
+        return self._buf.find(self.start, at) if self.start is not None else -1
 
     def _line(self, j: int) -> None:
         line = bytes(self._buf[:j]).rstrip(b"\r")
-        if len(line) > self.max_size:
+        if len(line) > self.max_line:
             self._reject_line("bad_length", j + 1)
             return
         if not line.strip():
