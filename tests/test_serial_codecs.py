@@ -167,6 +167,9 @@ def test_pms5003_ack_and_errors() -> None:
     with pytest.raises(DecodeError) as err:
         pms5003.decode_frame(ack)
     assert err.value.reason == "truncated"
+    with pytest.raises(DecodeError) as err:
+        decode_pms5003(ack)
+    assert err.value.reason == "not_data"
 
 
 # --- SDS011 -----------------------------------------------------------------------------
@@ -407,6 +410,10 @@ def test_generic_line_regex_and_delimiter() -> None:
         csv.decode(b"a;b")
     with pytest.raises(DecodeError, match="bad_field"):
         csv.decode(b"a;b;x")
+    with pytest.raises(DecodeError, match="bad_field"):
+        csv.decode(b"a;b;" + b"9" * 400)
+    with pytest.raises(DecodeError, match="bad_field"):
+        rx.decode(b"T=" + b"9" * 400 + b" RH=1")
     items = csv.framer().feed(b"a;b;1\r\n\r\na;b;2\nxx")
     assert [csv.decode(f.data) for f in items if isinstance(f, Frame)] == [
         {"level": 1},
@@ -528,7 +535,9 @@ def _only_decode_errors(call: Any, *args: Any) -> None:
 
 GENERIC = [
     load_codec({"kind": "line", "regex": r"v=(?P<v>\S+)", "fields": [{"name": "v", "scale": 2.0}]}),
-    load_codec({"kind": "line", "delimiter": ",", "fields": [{"name": "v", "index": 1}]}),
+    load_codec(
+        {"kind": "line", "delimiter": ",", "fields": [{"name": "v", "index": 1, "type": "int"}]}
+    ),
     load_codec(
         {
             "kind": "frame",

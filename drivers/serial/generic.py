@@ -111,9 +111,10 @@ class FieldSpec:
     def finish(self, raw: int | float | str) -> Value:
         if isinstance(raw, str):
             return raw
-        if self.scale == 1 and self.add == 0:
-            return raw
-        return raw * self.scale + self.add
+        value = raw if self.scale == 1 and self.add == 0 else raw * self.scale + self.add
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DecodeError("bad_field", f"{self.name}: {raw!r} is out of range")
+        return value
 
 
 class _Checker:
@@ -223,7 +224,8 @@ def _fields(chk: _Checker, spec: Mapping[str, Any], mode: str) -> list[FieldSpec
 def _number(text: str, field: FieldSpec) -> int | float:
     text = text.strip()
     if field.type == "int":
-        if not re.fullmatch(r"[-+]?\d+", text, re.ASCII):
+        # 18 digits keep it within int64, and within float when scaled.
+        if not re.fullmatch(r"[-+]?\d{1,18}", text, re.ASCII):
             raise DecodeError("bad_field", f"{field.name}: {text!r} is not an integer")
         return int(text)
     if not _NUMBER.fullmatch(text):

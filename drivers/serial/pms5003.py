@@ -162,6 +162,7 @@ def decode_pms5003(data: bytes) -> dict[str, Any]:
     Raises DecodeError with the reason of the first rejected frame, or
     ``truncated`` / ``no_frame`` when no complete data frame is present.
     """
+    # Imported here: the framer module builds on this one.
     from cityedge.drivers.serial.framing import Frame, Pms5003Framer
 
     first_reason: str | None = None
@@ -169,6 +170,7 @@ def decode_pms5003(data: bytes) -> dict[str, Any]:
         if isinstance(item, Frame):
             if is_data_frame(item.data):
                 return decode_frame(item.data).to_dict()
+            first_reason = first_reason or "not_data"
         elif item.reason != "garbage" and first_reason is None:
             first_reason = item.reason
     if first_reason is not None:

@@ -190,6 +190,7 @@ def cmd_set_sleep(sleep: bool, device_id: str = ANY_DEVICE) -> bytes:
 
 def decode_sds011(data: bytes) -> dict[str, Any]:
     """The first good frame in ``data`` (a stream: leading garbage is skipped)."""
+    # Imported here: the framer module builds on this one.
     from cityedge.drivers.serial.framing import Frame, Sds011Framer
 
     first_reason: str | None = None
