@@ -14,32 +14,12 @@ import structlog
 from cityedge import __version__
 from cityedge.config.model import Config
 from cityedge.control import ControlServer
-from cityedge.drivers.base import Source
 from cityedge.outbox import Outbox
 from cityedge.pipeline import Writer
+from cityedge.sources import SourceContext, build_sources
 from cityedge.uplink.sender import Sender
 
 log = structlog.get_logger("cityedge.agent")
-
-
-def build_sources(config: Config) -> list[Source]:
-    """One source per bus that has devices."""
-    from cityedge.drivers.modbus import ModbusBus
-
-    sources: list[Source] = []
-    for name, bus in config.buses.items():
-        devices = [d for d in config.devices if d.bus == name]
-        if devices:
-            sources.append(
-                ModbusBus.from_config(
-                    bus,
-                    devices,
-                    config.site.latitude,
-                    config.site.longitude,
-                    config.site.cell_size_m,
-                )
-            )
-    return sources
 
 
 class Agent:
@@ -60,8 +40,8 @@ class Agent:
             gateway_id=config.site.gateway_id,
             site_id=config.site.id,
         )
-        self.sources = build_sources(config)
         state_dir = storage.state_dir or storage.path.parent
+        self.sources = build_sources(config, SourceContext(config.site, state_dir))
         self.control = ControlServer(state_dir / "control.sock", {"status": self._status})
         self._stop = asyncio.Event()
 

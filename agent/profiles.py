@@ -25,6 +25,8 @@ DataType = Literal[
     "bitfield",
 ]
 
+PROTOCOLS = ("modbus", "opcua", "serial", "lorawan", "ble")
+
 REGISTER_TYPES: tuple[RegisterType, ...] = ("coil", "discrete_input", "holding", "input")
 BIT_REGISTERS = frozenset({"coil", "discrete_input"})
 
@@ -101,6 +103,30 @@ class Point:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldMap:
+    """For the non-Modbus protocols: one value the device yields, named as a point.
+
+    ``key`` is what the codec calls the value (``pm2_5_atm`` for a PMS5003,
+    ``temperature`` for BTHome, ``3.temperature`` for Cayenne channel 3) or,
+    for OPC UA, the node id (``ns=2;s=Pump1.Speed``) or browse path
+    (``0:Objects/2:Pump1/2:Speed``). The engineering value is
+    ``raw * scale + offset``. ``options`` holds the protocol's own per-field
+    settings (OPC UA sampling interval and deadband, for example).
+    """
+
+    key: str
+    name: str
+    unit: str = ""
+    family: str = "energy"
+    scale: float = 1.0
+    offset: float = 0.0
+    write: WriteRange | None = None
+    description: str = ""
+    model: str | None = None
+    options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class AddressRange:
     """Addresses [start, end] (inclusive) of one register type never to be read."""
 
@@ -117,7 +143,11 @@ class Profile:
     vendor: str
     model: str
     family: str
-    points: tuple[Point, ...]
+    points: tuple[Point, ...] = ()  # Modbus
+    protocol: str = "modbus"
+    codec: str = ""  # the payload codec of a serial, LoRaWAN or BLE device
+    codec_options: dict[str, object] = field(default_factory=dict)  # [codec] table
+    fields: tuple[FieldMap, ...] = ()  # the other protocols
     source: str = ""  # where the register map was published
     firmware: tuple[str, ...] = ()  # pinned firmware versions; empty: any
     max_registers: int = 125  # per read request; some devices accept fewer
@@ -132,3 +162,6 @@ class Profile:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    def field_by_key(self) -> dict[str, FieldMap]:
+        return {f.key: f for f in self.fields}

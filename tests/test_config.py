@@ -274,10 +274,10 @@ def test_wrong_types_and_ranges_are_errors(site: Path, key: str, value: str, mes
 
 
 def test_bus_keys_of_the_other_bus_type_are_named_as_such(site: Path) -> None:
-    """A serial key on a TCP bus says it belongs to RTU buses, rather than just 'unknown'."""
+    """A serial key on a TCP bus says which bus types take it, rather than just 'unknown'."""
     text = SITE + '[buses.b]\ntype = "modbus-tcp"\nbaudrate = 9600\n'
     (problem,) = problems_of(write(site, "gw.toml", text))
-    assert (problem.line, problem.message) == (8, "only for modbus-rtu buses")
+    assert (problem.line, problem.message) == (8, "only for modbus-rtu or serial-sensor buses")
 
 
 def test_rtu_devices_need_unit_id_1_to_247(site: Path) -> None:

@@ -325,6 +325,17 @@ def table(
     return check
 
 
+def free_table() -> Check:
+    """A table whose keys its consumer checks (a codec's own options)."""
+
+    def check(ctx: Context, value: Any, key: Key) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise Invalid("must be a table")
+        return dict(value)
+
+    return check
+
+
 def array(item: Check, *, min_items: int = 0, max_items: int | None = None) -> Check:
     """An array whose items pass ``item``; bad items stay in place as ``INVALID``."""
 
@@ -334,6 +345,17 @@ def array(item: Check, *, min_items: int = 0, max_items: int | None = None) -> C
         if len(value) < min_items or (max_items is not None and len(value) > max_items):
             raise Invalid("wrong number of items", _range(min_items, max_items))
         return [run_check(ctx, item, v, (*key, n)) for n, v in enumerate(value)]
+
+    return check
+
+
+def raw_records() -> Check:
+    """An array of tables, checked later by a caller that knows their context."""
+
+    def check(ctx: Context, value: Any, key: Key) -> list[Any]:
+        if not isinstance(value, list):
+            raise Invalid("must be an array of tables ([[...]])")
+        return list(value)
 
     return check
 

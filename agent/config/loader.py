@@ -31,11 +31,17 @@ from cityedge.config.checks import (
     number,
     parse_toml,
     path,
-    records,
+    raw_records,
     size,
     table,
     text,
     validate_table,
+)
+from cityedge.config.driver_specs import (
+    BUS_OPTIONS,
+    BUS_PROTOCOL,
+    DEVICE_OPTIONS,
+    device_post,
 )
 from cityedge.config.model import (
     BusConfig,
@@ -109,7 +115,7 @@ SITE_FIELDS: Fields = {
     "cell_size_m": Field(integer(1, 100_000)),
 }
 BUS_COMMON: Fields = {
-    "type": Field(choice("modbus-tcp", "modbus-rtu"), required=True),
+    "type": Field(choice(*BUS_PROTOCOL), required=True),
     "timeout_s": Field(number(0, 60, above=True)),
     "inter_frame_gap_s": Field(number(0, 10)),
 }
@@ -126,6 +132,7 @@ BUS_FIELDS: dict[str, Fields] = {
         "stopbits": Field(choice(1, 2)),
         "bytesize": Field(choice(7, 8)),
     },
+    **BUS_OPTIONS,
 }
 LOCATION_FIELDS: Fields = {
     "latitude": Field(LATITUDE, required=True),
@@ -134,7 +141,6 @@ LOCATION_FIELDS: Fields = {
 DEVICE_FIELDS: Fields = {
     "id": Field(ID, required=True),
     "bus": Field(text(), required=True),
-    "unit_id": Field(integer(0, 247), required=True),
     "profile": Field(
         text(PROFILE_NAME, hint=PROFILE_NAME_HINT), required=True, attr="profile_name"
     ),
@@ -190,11 +196,16 @@ def _bus(ctx: Context, name: str, value: Any, key: Key) -> dict[str, Any] | None
         ctx.report(key, "invalid bus name", "letters, digits, _ -", name)
     kind = value.get("type") if isinstance(value, dict) else None
     own = BUS_FIELDS.get(kind) if isinstance(kind, str) else None
-    elsewhere: dict[str, str | None] = {}
+    owners: dict[str, list[str]] = {}
     for other, fields in BUS_FIELDS.items():
         if other != kind:
-            message = f"only for {other} buses" if own is not None else None
-            elsewhere |= dict.fromkeys(fields, message)
+            for field_name in fields:
+                owners.setdefault(field_name, []).append(other)
+    elsewhere: dict[str, str | None] = {
+        k: (f"only for {' or '.join(types)} buses" if own is not None else None)
+        for k, types in owners.items()
+        if own is None or k not in own
+    }
     values = validate_table(ctx, value, {**BUS_COMMON, **(own or {})}, key, elsewhere)
     return None if values is None else {"name": name, **values}
 
@@ -202,7 +213,7 @@ def _bus(ctx: Context, name: str, value: Any, key: Key) -> dict[str, Any] | None
 TOP_FIELDS: Fields = {
     "site": Field(table(SITE_FIELDS, SiteConfig), required=True),
     "buses": Field(_buses),
-    "devices": Field(records(DEVICE_FIELDS)),
+    "devices": Field(raw_records()),
     "uplink": Field(table(UPLINK_FIELDS, UplinkConfig, _uplink_post)),
     "storage": Field(table(STORAGE_FIELDS, StorageConfig)),
     "profiles_dir": Field(path("dir")),
@@ -239,7 +250,8 @@ def check_config(
     top = validate_table(ctx, doc, TOP_FIELDS, ()) or {}
     pdir = resolve_profiles_dir(path, top.get("profiles_dir"), profiles_dir)
     buses = top.get("buses", {})
-    devices = _devices(ctx, top.get("devices", []), buses, pdir)
+    raw_devices = _validate_devices(ctx, top.get("devices", []), buses)
+    devices = _devices(ctx, raw_devices, buses, pdir)
     if ctx.problems:
         own = str(path)
         return None, sorted(ctx.problems, key=lambda p: (p.file != own, p.file, p.line))
@@ -293,9 +305,48 @@ def _devices(
             seen.setdefault(dev["id"], ctx.line(key))
         bus = _device_bus(ctx, key, dev, buses)
         profile = _device_profile(ctx, key, dev, pdir, cache)
+        if profile is not None and bus is not None:
+            _check_protocol(ctx, key, bus, profile)
         if len(ctx.problems) == before and profile is not None and bus is not None:
             built.append(_device(ctx, key, dev, profile))
     return built
+
+
+def _check_protocol(ctx: Context, key: Key, bus: dict[str, Any], profile: Any) -> None:
+    wanted = BUS_PROTOCOL.get(str(bus.get("type")))
+    if wanted is not None and profile.protocol != wanted:
+        message = f"a {profile.protocol} profile cannot run on a {bus.get('type')} bus"
+        ctx.report((*key, "profile"), message, f"a {wanted} profile", profile.name)
+
+
+def _validate_devices(
+    ctx: Context, raw: list[Any], buses: dict[str, Any]
+) -> list[dict[str, Any] | None]:
+    """Each device against the common keys plus its bus type's own keys."""
+    out: list[dict[str, Any] | None] = []
+    every = {k: f for fields in DEVICE_OPTIONS.values() for k, f in fields.items()}
+    for n, dev in enumerate(raw):
+        key: Key = ("devices", n)
+        name = dev.get("bus") if isinstance(dev, dict) else None
+        bus = buses.get(name) if isinstance(name, str) else None
+        kind = str(bus.get("type")) if isinstance(bus, dict) else None
+        own = DEVICE_OPTIONS.get(kind, {}) if kind else {}
+        # Keys of other bus types: say where they belong; with no known bus, let be.
+        elsewhere: dict[str, str | None] = {
+            k: (f"only for devices on {_types_with(k)} buses" if kind else None)
+            for k in every
+            if k not in own
+        }
+        fields = {**DEVICE_FIELDS, **own}
+        values = validate_table(ctx, dev, fields, key, elsewhere)
+        if values is not None and kind is not None:
+            device_post(ctx, kind, key, values)
+        out.append(values)
+    return out
+
+
+def _types_with(name: str) -> str:
+    return " or ".join(t for t, fields in DEVICE_OPTIONS.items() if name in fields)
 
 
 def _device_bus(
@@ -338,12 +389,24 @@ def _device_profile(
     return profile
 
 
+_DEVICE_ATTRS = {f.name for f in dataclasses.fields(DeviceConfig)}
+_BUS_ATTRS = {f.name for f in dataclasses.fields(BusConfig)}
+
+
 def _device(ctx: Context, key: Key, dev: dict[str, Any], profile: Any) -> DeviceConfig:
     values = dict(dev)
     location = values.pop("location", None)
     if location is not None and location is not INVALID:
         values |= location
-    return DeviceConfig(profile=profile, line=ctx.line(key), **values)
+    known = {k: v for k, v in values.items() if k in _DEVICE_ATTRS}
+    options = {k: v for k, v in values.items() if k not in _DEVICE_ATTRS}
+    return DeviceConfig(profile=profile, line=ctx.line(key), options=options, **known)
+
+
+def _bus_config(values: dict[str, Any]) -> BusConfig:
+    known = {k: v for k, v in values.items() if k in _BUS_ATTRS}
+    options = {k: v for k, v in values.items() if k not in _BUS_ATTRS}
+    return BusConfig(options=options, **known)
 
 
 def _assemble(
@@ -358,7 +421,7 @@ def _assemble(
     return Config(
         source=_absolute(path),
         site=top["site"],
-        buses={name: BusConfig(**values) for name, values in buses.items()},
+        buses={name: _bus_config(values) for name, values in buses.items()},
         devices=devices,
         uplink=top.get("uplink", UplinkConfig()),
         storage=top.get("storage", StorageConfig()),

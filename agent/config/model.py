@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cityedge.profiles import Profile
 
-BusType = Literal["modbus-tcp", "modbus-rtu"]
+BusType = Literal[
+    "modbus-tcp", "modbus-rtu", "opcua", "serial-sensor", "lorawan-udp", "chirpstack-mqtt", "ble"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +48,17 @@ class BusConfig:
     # Extra silence between frames on top of the 3.5 character times the
     # Modbus RTU spec requires; some RS-485 converters need a little more.
     inter_frame_gap_s: float = 0.0
+    # The other bus types' own keys (cityedge.config.driver_specs), validated.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
     id: str
     bus: str
-    unit_id: int
     profile_name: str
     profile: Profile
+    unit_id: int = 0  # Modbus only (required there)
     poll_interval_s: float = 1.0
     timeout_s: float | None = None  # None: the bus's timeout
     retries: int = 2
@@ -63,6 +67,8 @@ class DeviceConfig:
     latitude: float | None = None
     longitude: float | None = None
     line: int = 0  # where the device is declared, for messages
+    # The device's protocol keys (LoRaWAN keys, BLE MAC...), validated.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

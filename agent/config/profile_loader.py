@@ -18,6 +18,7 @@ from cityedge.config.checks import (
     Field,
     array,
     choice,
+    free_table,
     integer,
     number,
     parse_toml,
@@ -31,10 +32,12 @@ from cityedge.errors import ConfigError, Problem
 from cityedge.profiles import (
     BIT_REGISTERS,
     ORDERS,
+    PROTOCOLS,
     REGISTER_TYPES,
     WORDS,
     AddressRange,
     DataType,
+    FieldMap,
     Point,
     Profile,
     WriteRange,
@@ -68,7 +71,18 @@ ADDRESS = integer(0, _LAST_ADDRESS)
 REGISTER = choice(*REGISTER_TYPES)
 FAMILY = choice(*SENSOR_FAMILIES)
 
+# Payload codecs each protocol knows; a profile names one of its protocol's.
+CODECS: dict[str, tuple[str, ...]] = {
+    "modbus": (),
+    "opcua": (),
+    "serial": ("pms5003", "sds011", "nmea", "generic"),
+    "lorawan": ("cayenne", "dragino-ldds75", "dragino-lht65", "elsys"),
+    "ble": ("bthome", "ruuvi"),
+}
+
 PROFILE_FIELDS = {
+    "protocol": Field(choice(*PROTOCOLS)),
+    "codec": Field(text()),
     "vendor": Field(text(), required=True),
     "model": Field(text(), required=True),
     "family": Field(FAMILY, required=True),
@@ -106,6 +120,42 @@ DOCUMENT_FIELDS = {
     "unreadable": Field(array(table(UNREADABLE_FIELDS, AddressRange, _range_post))),
     "points": Field(records(POINT_FIELDS), required=True),
 }
+
+# The other protocols map what a device yields to points with [[fields]].
+FIELD_COMMON = {
+    "key": Field(text(), required=True),
+    "name": Field(text(r"[a-z0-9_]+", hint="lowercase letters, digits, _"), required=True),
+    "unit": Field(text(nonempty=False)),
+    "family": Field(FAMILY),
+    "scale": Field(number()),
+    "offset": Field(number()),
+    "write": Field(table(WRITE_FIELDS, WriteRange, _write_post)),
+    "description": Field(text(nonempty=False)),
+    "model": Field(text()),
+}
+OPCUA_TYPES = ("Boolean", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float",
+               "Double", "String")  # fmt: skip
+# Per-field settings of each protocol, kept in FieldMap.options.
+FIELD_OPTIONS: dict[str, dict[str, Field]] = {
+    "opcua": {
+        "sampling_interval_ms": Field(number(0)),
+        "deadband": Field(number(0)),
+        "deadband_type": Field(choice("none", "absolute", "percent")),
+        "data_type": Field(choice(*OPCUA_TYPES)),
+    },
+    "serial": {},
+    "lorawan": {},
+    "ble": {},
+}
+
+
+def _push_document(protocol: str) -> dict[str, Field]:
+    fields = {**FIELD_COMMON, **FIELD_OPTIONS.get(protocol, {})}
+    return {
+        "profile": Field(table(PROFILE_FIELDS), required=True),
+        "codec": Field(free_table()),
+        "fields": Field(records(fields), required=True),
+    }
 
 
 def profile_path(profiles_dir: Path, name: str) -> Path:
@@ -157,8 +207,14 @@ def check_profile(profiles_dir: Path, name: str) -> tuple[Profile | None, list[P
     doc, ctx = parse_toml(label, data, file.parent)
     if doc is None:
         return None, ctx.problems
-    values = validate_table(ctx, doc, DOCUMENT_FIELDS, ()) or {}
-    profile = _build(ctx, name, values, hashlib.sha256(data).hexdigest())
+    head = doc.get("profile")
+    protocol = head.get("protocol", "modbus") if isinstance(head, dict) else "modbus"
+    if protocol == "modbus" or protocol not in PROTOCOLS:
+        values = validate_table(ctx, doc, DOCUMENT_FIELDS, ()) or {}
+        profile = _build(ctx, name, values, hashlib.sha256(data).hexdigest())
+    else:
+        values = validate_table(ctx, doc, _push_document(protocol), ()) or {}
+        profile = _build_push(ctx, name, protocol, values, hashlib.sha256(data).hexdigest())
     problems = sorted(ctx.problems, key=lambda p: p.line)
     return (None, problems) if problems else (profile, [])
 
@@ -288,3 +344,66 @@ def _check_overlaps(
             ):
                 where = f"{rng.register} {rng.start}..{rng.end}"
                 ctx.report(key, f"lies in the unreadable range {where}")
+
+
+def _build_push(
+    ctx: Context, name: str, protocol: str, values: dict[str, Any], sha256: str
+) -> Profile | None:
+    """A profile of a protocol that yields named values: [[fields]] and a codec."""
+    head = values.get("profile", INVALID)
+    head = {} if head is INVALID else dict(head)
+    codec = str(head.pop("codec", ""))
+    known = CODECS.get(protocol, ())
+    if known and codec not in known:
+        ctx.report(("profile", "codec"), f"not a {protocol} codec", ", ".join(known), codec)
+    elif not known and codec:
+        ctx.report(("profile", "codec"), f"{protocol} profiles take no codec", got=codec)
+    options = values.get("codec") or {}
+    if codec == "generic":
+        _check_generic(ctx, options)
+    seen: dict[str, Key] = {}
+    maps: list[FieldMap] = []
+    common = set(FIELD_COMMON)
+    for n, raw in enumerate(values.get("fields", [])):
+        if raw is None or "key" not in raw or "name" not in raw:
+            continue
+        key: Key = ("fields", n)
+        if raw["name"] in seen:
+            line = ctx.line(seen[raw["name"]])
+            ctx.report((*key, "name"), f"duplicate point name (first at line {line})")
+        seen.setdefault(raw["name"], key)
+        plain = {k: v for k, v in raw.items() if k in common}
+        plain.setdefault("family", head.get("family", "energy"))
+        extra = {k: v for k, v in raw.items() if k not in common}
+        maps.append(FieldMap(**plain, options=extra))
+    if ctx.problems:
+        return None
+    head.pop("protocol", None)
+    vendor, model = head.pop("vendor"), head.pop("model")
+    for modbus_only in ("byte_order", "max_registers", "max_bits", "max_gap"):
+        if modbus_only in head:
+            ctx.report(("profile", modbus_only), "only for modbus profiles")
+    if ctx.problems:
+        return None
+    return Profile(
+        name=name,
+        vendor=vendor,
+        model=model,
+        protocol=protocol,
+        codec=codec,
+        codec_options=dict(options),
+        fields=tuple(maps),
+        sha256=sha256,
+        **{**head, "firmware": tuple(head.get("firmware", ()))},
+    )
+
+
+def _check_generic(ctx: Context, options: dict[str, Any]) -> None:
+    """A generic serial codec's [codec] table, checked by the codec itself."""
+    from cityedge.drivers.serial.generic import SpecError, load_codec
+
+    try:
+        load_codec(options)
+    except SpecError as exc:
+        for problem in exc.problems:
+            ctx.report(("codec",), problem)
