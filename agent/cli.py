@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cityedge import __version__
+from cityedge import __version__, decode
 from cityedge.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 DEFAULT_CONFIG = Path("/etc/cityedge/cityedge.toml")
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--socket", type=Path, default=DEFAULT_SOCKET)
     s.add_argument("--json", action="store_true", help="print JSON")
 
+    decode.add_parser(sub)
+
     d = sub.add_parser("demo", help="the agent against simulated devices on loopback")
     d.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
     d.add_argument("--workdir", type=Path, default=Path("demo-state"))
@@ -47,7 +49,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"check": _check, "run": _run, "status": _status, "demo": _demo}[args.cmd]
+    handler = {
+        "check": _check,
+        "run": _run,
+        "status": _status,
+        "demo": _demo,
+        "decode": decode.run,
+    }[args.cmd]
     return handler(args)
 
 
