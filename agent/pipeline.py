@@ -10,10 +10,12 @@ which their schedulers count) rather than drop silently.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 
@@ -39,7 +41,7 @@ class Writer:
         self.max_queue = max_queue
         self.commit_interval_s = commit_interval_s
         self.max_commit_rows = max_commit_rows
-        self._queue: deque[tuple[int, Reading]] = deque()
+        self._queue: deque[tuple[int, Reading | dict[str, Any]]] = deque()
         self._cond = asyncio.Condition()
         self._closing = False
         self.accepted = 0
@@ -48,8 +50,10 @@ class Writer:
         self.waits = 0
         self.last_commit_s = 0.0
 
-    async def submit(self, readings: Sequence[Reading], prio: int = Priority.TELEMETRY) -> None:
-        """Queue readings for the outbox; waits while the queue is full."""
+    async def submit(
+        self, readings: Sequence[Reading | dict[str, Any]], prio: int = Priority.TELEMETRY
+    ) -> None:
+        """Queue readings (or alert / event records) for the outbox; waits while full."""
         async with self._cond:
             if len(self._queue) + len(readings) > self.max_queue:
                 self.waits += 1
@@ -101,5 +105,11 @@ class Writer:
         self.commits += 1
 
 
-def _accept(outbox: Outbox, chunk: list[tuple[int, Reading]]) -> int:
-    return outbox.accept([(p, r.device, reading_body(r)) for p, r in chunk])
+def _accept(outbox: Outbox, chunk: list[tuple[int, Reading | dict[str, Any]]]) -> int:
+    return outbox.accept([(p, *_body(r)) for p, r in chunk])
+
+
+def _body(item: Reading | dict[str, Any]) -> tuple[str, bytes]:
+    if isinstance(item, Reading):
+        return item.device, reading_body(item)
+    return str(item.get("device", "")), json.dumps(item, separators=(",", ":")).encode()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cityedge.alerts import AlertRule
+
 RegisterType = Literal["coil", "discrete_input", "holding", "input"]
 DataType = Literal[
     "bool",
@@ -85,7 +87,8 @@ class Point:
     bits: tuple[int, int] | None = None
     write: WriteRange | None = None
     description: str = ""
-    model: str | None = None  # anomaly model watching this point (issue 4)
+    model: str | None = None  # anomaly model watching this point
+    alert: AlertRule | None = None  # threshold rule: blue / yellow / red
 
     @property
     def words(self) -> int:
@@ -123,6 +126,7 @@ class FieldMap:
     write: WriteRange | None = None
     description: str = ""
     model: str | None = None
+    alert: AlertRule | None = None
     options: dict[str, object] = field(default_factory=dict)
 
 

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, get_args
 
+from cityedge.alerts import AlertRule
 from cityedge.config.checks import (
     INVALID,
     Context,
@@ -99,6 +100,40 @@ UNREADABLE_FIELDS = {
     "end": Field(ADDRESS, required=True),
 }
 WRITE_FIELDS = {"min": Field(number(), required=True), "max": Field(number(), required=True)}
+LEVEL_FIELDS = {"blue": Field(number()), "yellow": Field(number()), "red": Field(number())}
+ALERT_FIELDS = {
+    "above": Field(table(LEVEL_FIELDS)),
+    "below": Field(table(LEVEL_FIELDS)),
+    "hysteresis": Field(number(0)),
+    "clear_after": Field(integer(1, 10_000)),
+    "cooldown_s": Field(number(0)),
+}
+
+
+def _alert(**values: Any) -> AlertRule | None:
+    """An alert = {above|below = {blue, yellow, red}, hysteresis, ...} table, or None."""
+    direction = "above" if "above" in values else "below"
+    levels = values.pop(direction, None) or {}
+    values.pop("below" if direction == "above" else "above", None)
+    triple = (levels.get("blue"), levels.get("yellow"), levels.get("red"))
+    return AlertRule(levels=triple, direction=direction, **values)
+
+
+def _alert_post(ctx: Context, rule: AlertRule | None, key: Key) -> None:
+    has = [d for d in ("above", "below") if (*key, d) in ctx.lines]
+    if len(has) != 1:
+        ctx.report(key, "needs exactly one of above or below", "above = {blue, yellow, red}")
+        return
+    if rule is None or all(t is None for t in rule.levels):
+        ctx.report((*key, has[0]), "needs at least one level", "blue, yellow, red")
+        return
+    used = [t for t in rule.levels if t is not None]
+    ordered = sorted(used) if rule.direction == "above" else sorted(used, reverse=True)
+    if used != ordered:
+        ctx.report((*key, has[0]), f"levels must get worse from blue to red ({rule.direction})")
+
+
+ALERT = Field(table(ALERT_FIELDS, _alert, _alert_post))
 POINT_FIELDS = {
     "name": Field(text(r"[a-z0-9_]+", hint="lowercase letters, digits, _"), required=True),
     "register": Field(REGISTER, required=True),
@@ -114,6 +149,7 @@ POINT_FIELDS = {
     "write": Field(table(WRITE_FIELDS, WriteRange, _write_post)),
     "description": Field(text(nonempty=False)),
     "model": Field(text()),
+    "alert": ALERT,
 }
 DOCUMENT_FIELDS = {
     "profile": Field(table(PROFILE_FIELDS), required=True),
@@ -132,6 +168,7 @@ FIELD_COMMON = {
     "write": Field(table(WRITE_FIELDS, WriteRange, _write_post)),
     "description": Field(text(nonempty=False)),
     "model": Field(text()),
+    "alert": ALERT,
 }
 OPCUA_TYPES = ("Boolean", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float",
                "Double", "String")  # fmt: skip

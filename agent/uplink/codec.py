@@ -18,6 +18,8 @@ from cityedge.readings import Priority, Reading, format_ts, utc_now
 
 SCHEMA_VERSION = 1
 KINDS = {Priority.ALERT: "alerts", Priority.EVENT: "events", Priority.TELEMETRY: "telemetry"}
+# The list a batch carries, by kind: readings, alert events, other events.
+ITEMS = {"telemetry": "readings", "alerts": "alerts", "events": "events"}
 MAX_PAYLOAD = 16 * 1024 * 1024  # refuse to inflate more than this when decoding
 
 
@@ -57,7 +59,8 @@ def encode_batch(
             for d in drops
         ],
     }
-    parts = [json.dumps(head, separators=(",", ":")).encode()[:-1], b',"readings":[']
+    items = ITEMS[head["kind"]].encode()  # type: ignore[index]
+    parts = [json.dumps(head, separators=(",", ":")).encode()[:-1], b',"%s":[' % items]
     for i, row in enumerate(rows):
         if i:
             parts.append(b",")
@@ -83,6 +86,7 @@ def decode_batch(payload: bytes) -> dict[str, Any]:
         raise BadPayload(str(exc)) from exc
     if not isinstance(doc, dict) or doc.get("v") != SCHEMA_VERSION:
         raise BadPayload("not a version 1 batch")
-    if not isinstance(doc.get("readings"), list):
-        raise BadPayload("readings missing")
+    items = ITEMS.get(str(doc.get("kind")))
+    if items is None or not isinstance(doc.get(items), list):
+        raise BadPayload("kind or its item list missing")
     return doc

@@ -72,7 +72,7 @@ class Sender:
         self.base = f"{cfg.topic_prefix}/{site_id}/{gateway_id}"
         self.stats = UplinkStats()
         self._on_message = on_message
-        self._subscriptions = subscriptions
+        self.subscriptions = subscriptions
         self._inflight: dict[int, Batch] = {}  # mid -> batch
         self._pending_acks: list[Batch] = []  # acked, not yet deleted from the outbox
         self._sent: set[int] = set()  # batch seqs published on this link
@@ -105,7 +105,7 @@ class Sender:
                 self.stats.connected_since = time.time()
                 backoff.reset()
                 log.info("uplink_connected", broker=self.cfg.broker, port=self.cfg.port)
-                for sub in self._subscriptions:
+                for sub in self.subscriptions:
                     link.subscribe(sub)
                 try:
                     await self._pump(link)

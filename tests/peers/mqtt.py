@@ -141,7 +141,13 @@ class Recorder:
         return out
 
     def readings(self) -> list[dict[str, object]]:
-        return [r for b in self.batches() for r in b["readings"]]  # type: ignore[attr-defined]
+        return [r for b in self.batches("telemetry") for r in b["readings"]]  # type: ignore[attr-defined]
+
+    def alerts(self) -> list[dict[str, object]]:
+        return [a for b in self.batches("alerts") for a in b["alerts"]]  # type: ignore[attr-defined]
+
+    def events(self) -> list[dict[str, object]]:
+        return [e for b in self.batches("events") for e in b["events"]]  # type: ignore[attr-defined]
 
     def wait_for(self, n_readings: int, timeout_s: float = 20.0) -> list[dict[str, object]]:
         deadline = time.monotonic() + timeout_s

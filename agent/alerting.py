@@ -1,0 +1,57 @@
+"""Threshold rules from profiles, and anomaly scores, on the alert path.
+
+The engine looks up each reading's rule (a profile's ``alert`` on the point),
+feeds the :class:`~cityedge.alerts.AlertTracker`, and returns alert records
+for the outbox's alert class: sent ahead of telemetry, dropped last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from cityedge.alerts import AlertEvent, AlertRule, AlertTracker
+from cityedge.config.model import Config
+from cityedge.readings import Quality, Reading
+
+
+def rules_from(config: Config) -> dict[tuple[str, str], AlertRule]:
+    """(device, point) -> rule, from every device's profile."""
+    rules: dict[tuple[str, str], AlertRule] = {}
+    for dev in config.devices:
+        items: Iterable[Any] = (*dev.profile.points, *dev.profile.fields)
+        for item in items:
+            if item.alert is not None:
+                rules[(dev.id, item.name)] = item.alert
+    return rules
+
+
+class AlertEngine:
+    def __init__(self, rules: dict[tuple[str, str], AlertRule], gateway_id: str) -> None:
+        self.rules = rules
+        self.gateway_id = gateway_id
+        self.tracker = AlertTracker()
+
+    def on_readings(self, readings: Sequence[Reading]) -> list[dict[str, Any]]:
+        out = []
+        for r in readings:
+            rule = self.rules.get((r.device, r.point))
+            if rule is None or r.quality != Quality.GOOD:
+                continue
+            if isinstance(r.value, bool) or not isinstance(r.value, int | float):
+                continue
+            ev = self.tracker.observe(rule, r.device, r.point, r.ts, float(r.value),
+                                      unit=r.unit, cell=r.cell)  # fmt: skip
+            if ev is not None:
+                out.append(self.record(ev))
+        return out
+
+    def on_score(
+        self, rule: AlertRule, device: str, point: str, ts: datetime, value: float, score: float
+    ) -> dict[str, Any] | None:
+        ev = self.tracker.observe(rule, device, point, ts, value, score=score)
+        return None if ev is None else self.record(ev)
+
+    def record(self, ev: AlertEvent) -> dict[str, Any]:
+        return {"gateway": self.gateway_id, **ev.to_record()}

@@ -1,0 +1,97 @@
+"""Downlink commands from the cloud: parse, check, dispatch, answer.
+
+Commands arrive on ``<prefix>/<site>/<gateway>/cmd`` as JSON
+``{"id": "...", "cmd": "ack_alert", "args": {...}}``. Every command gets a
+result on the events topic (``{"type": "command_result", "id", "cmd", "ok",
+"result" | "error"}``), through the outbox like everything else. Anything
+malformed is a named, counted, logged rejection, answered when it has an id.
+
+A ``verify`` hook sits in front of dispatch: the security layer plugs in
+there to accept only commands signed by the city's authority.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("cityedge.commands")
+
+MAX_COMMAND = 64 * 1024
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Verify = Callable[[bytes], tuple[dict[str, Any] | None, str | None]]
+Answer = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class CommandError(Exception):
+    """A command that was understood but cannot be carried out; the message says why."""
+
+
+def parse_plain(payload: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The unsigned JSON form: (command, None) or (None, reason)."""
+    if len(payload) > MAX_COMMAND:
+        return None, "too_large"
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, "bad_json"
+    if not isinstance(doc, dict) or not isinstance(doc.get("cmd"), str):
+        return None, "malformed"
+    if not isinstance(doc.get("args", {}), dict):
+        return None, "malformed"
+    return doc, None
+
+
+class CommandRouter:
+    def __init__(self, answer: Answer, verify: Verify = parse_plain) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self.answer = answer
+        self.verify = verify
+        self.rejected: Counter[str] = Counter()
+        self.done: Counter[str] = Counter()
+
+    def register(self, name: str, handler: Handler) -> None:
+        self.handlers[name] = handler
+
+    async def handle(self, payload: bytes) -> None:
+        cmd, reason = self.verify(payload)
+        if cmd is None:
+            self.rejected[reason or "malformed"] += 1
+            log.warning("command_rejected", reason=reason, size=len(payload))
+            await self._reply(_peek_id(payload), None, False, f"rejected: {reason}")
+            return
+        name, cid = str(cmd["cmd"]), cmd.get("id")
+        handler = self.handlers.get(name)
+        if handler is None:
+            self.rejected["unknown_command"] += 1
+            log.warning("command_rejected", reason="unknown_command", cmd=name)
+            allowed = ", ".join(sorted(self.handlers))
+            await self._reply(cid, name, False, f"unknown command (allowed: {allowed})")
+            return
+        try:
+            result = await handler(dict(cmd.get("args", {})))
+        except (CommandError, ValueError, KeyError) as exc:
+            self.rejected["failed"] += 1
+            log.warning("command_failed", cmd=name, error=str(exc))
+            await self._reply(cid, name, False, str(exc))
+            return
+        self.done[name] += 1
+        log.info("command_done", cmd=name, id=cid)
+        await self._reply(cid, name, True, result)
+
+    async def _reply(self, cid: Any, name: str | None, ok: bool, body: Any) -> None:
+        msg: dict[str, Any] = {"type": "command_result", "id": cid, "cmd": name, "ok": ok}
+        msg["result" if ok else "error"] = body
+        await self.answer(msg)
+
+
+def _peek_id(payload: bytes) -> Any:
+    try:
+        doc = json.loads(payload[:MAX_COMMAND])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return doc.get("id") if isinstance(doc, dict) else None
