@@ -1,0 +1,108 @@
+"""AnomalyEngine: many streams, a few models, one inference call per model per tick."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .model import WindowModel, load_model
+from .post import score_rows
+from .state import StreamTable
+
+Reading = tuple[Hashable, datetime, float]
+
+
+@dataclass
+class _ModelSlot:
+    model: WindowModel
+    table: StreamTable
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """Where a stream lives: its model and its row in that model's table."""
+
+    model_name: str
+    row: int
+
+
+class AnomalyEngine:
+    """Scores readings of many streams, batching each tick per model.
+
+    ``model_dir`` holds one folder per model (``<name>/<name>.onnx``). Models
+    are loaded on first use and kept; every stream keeps only its row of
+    compact state (see :class:`StreamTable`).
+    """
+
+    def __init__(self, model_dir: Path | str) -> None:
+        self.model_dir = Path(model_dir)
+        self._models: dict[str, _ModelSlot] = {}
+        self._streams: dict[Hashable, StreamInfo] = {}
+
+    def add_stream(self, key: Hashable, model_name: str) -> None:
+        """Start watching ``key`` with ``model_name``; a new stream warms up silently."""
+        if key in self._streams:
+            raise KeyError(f"stream {key!r} already added")
+        slot = self._slot(model_name)
+        self._streams[key] = StreamInfo(model_name, slot.table.allocate())
+
+    def remove_stream(self, key: Hashable) -> None:
+        info = self._streams.pop(key)
+        self._models[info.model_name].table.release(info.row)
+
+    def has_stream(self, key: Hashable) -> bool:
+        return key in self._streams
+
+    def model_of(self, key: Hashable) -> WindowModel:
+        return self._models[self._streams[key].model_name].model
+
+    def step(self, batch: Iterable[Reading]) -> list[tuple[Hashable, float]]:
+        """Score one tick: at most one reading per stream, in any order.
+
+        Returns ``(key, score)`` in the order of ``batch``. A reading that is
+        not finite scores 0 and leaves its stream's state unchanged.
+        """
+        items = list(batch)
+        scores = [0.0] * len(items)
+        groups: dict[str, tuple[list[int], list[int], list[float]]] = {}
+        seen: set[Hashable] = set()
+        for pos, (key, _ts, value) in enumerate(items):
+            if key in seen:
+                raise ValueError(f"stream {key!r} appears twice in one tick")
+            seen.add(key)
+            info = self._streams[key]
+            if not math.isfinite(value):
+                continue
+            g = groups.setdefault(info.model_name, ([], [], []))
+            g[0].append(pos)
+            g[1].append(info.row)
+            g[2].append(value)
+        for name, (positions, rows, values) in groups.items():
+            out = self._score(self._models[name], rows, values)
+            for pos, s in zip(positions, out, strict=True):
+                scores[pos] = s
+        return [(item[0], scores[i]) for i, item in enumerate(items)]
+
+    def _score(self, slot: _ModelSlot, rows: Sequence[int], values: Sequence[float]) -> list[float]:
+        r = np.asarray(rows, dtype=np.intp)
+        v = np.asarray(values, dtype=np.float32)
+        windows = slot.table.push(r, v)
+        raw = slot.model.run(windows)
+        return [float(s) for s in score_rows(slot.table, r, raw, slot.model.post)]
+
+    def _slot(self, model_name: str) -> _ModelSlot:
+        slot = self._models.get(model_name)
+        if slot is None:
+            model = load_model(self.model_dir, model_name)
+            slot = _ModelSlot(model, StreamTable(model.window))
+            self._models[model_name] = slot
+        return slot
+
+    def state_bytes_per_stream(self, model_name: str) -> int:
+        """State one stream of ``model_name`` costs, in bytes."""
+        return StreamTable.bytes_per_stream(self._slot(model_name).model.window)
