@@ -40,7 +40,7 @@ class Agent:
         self.writer = Writer(self.outbox, self.executor)
         state_dir = storage.state_dir or storage.path.parent
         self.state_dir = state_dir
-        self.alert_store = AlertStore(state_dir / "alerts.json")
+        self.alert_store = AlertStore(state_dir / "alerts.json", config.alerts.resend_s)
         self.alerts = AlertEngine(rules_from(config), config.site.gateway_id)
         self.commands = CommandRouter(self._answer)
         self.commands.register("ack_alert", self._cmd_ack_alert)

@@ -44,6 +44,7 @@ from cityedge.config.driver_specs import (
     device_post,
 )
 from cityedge.config.model import (
+    AlertsConfig,
     BusConfig,
     Config,
     DeviceConfig,
@@ -216,6 +217,7 @@ TOP_FIELDS: Fields = {
     "devices": Field(raw_records()),
     "uplink": Field(table(UPLINK_FIELDS, UplinkConfig, _uplink_post)),
     "storage": Field(table(STORAGE_FIELDS, StorageConfig)),
+    "alerts": Field(table({"resend_s": Field(POSITIVE)}, AlertsConfig)),
     "profiles_dir": Field(path("dir")),
     "log_level": Field(choice(*LOG_LEVELS)),
 }
@@ -425,6 +427,7 @@ def _assemble(
         devices=devices,
         uplink=top.get("uplink", UplinkConfig()),
         storage=top.get("storage", StorageConfig()),
+        alerts=top.get("alerts", AlertsConfig()),
         profiles_dir=pdir,
         log_level=top.get("log_level", "info"),
         extra=extra,

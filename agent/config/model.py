@@ -119,6 +119,11 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    resend_s: float = 300.0  # an unacknowledged alert goes again this often
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path
     site: SiteConfig
@@ -127,5 +132,6 @@ class Config:
     uplink: UplinkConfig
     storage: StorageConfig
     profiles_dir: Path
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     log_level: str = "info"
     extra: dict[str, object] = field(default_factory=dict)

@@ -133,8 +133,8 @@ class Recorder:
             msgs = list(self.messages)
         out = []
         for topic, payload in msgs:
-            if topic.endswith("/state"):
-                continue
+            if not topic.endswith(("/telemetry", "/alerts", "/events")):
+                continue  # state, the downlink's commands
             doc = decode_batch(payload)
             if kind is None or doc["kind"] == kind:
                 out.append(doc)

@@ -1,0 +1,127 @@
+"""Threshold alerts through the whole agent: raised ahead of telemetry, acked from the cloud."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cityedge.agent import Agent
+from cityedge.config.loader import load_config
+from cityedge.config.profile_loader import load_profile
+from cityedge.sim.modbus_sim import ModbusSim
+from tests.peers.mqtt import Broker, Recorder, free_port
+
+PROFILE = """
+[profile]
+vendor = "Test"
+model = "feeder"
+family = "energy"
+source = "test profile"
+
+[[points]]
+name = "voltage"
+register = "input"
+address = 0
+type = "float32"
+unit = "V"
+alert = { above = { blue = 245, yellow = 250, red = 260 }, hysteresis = 2, clear_after = 2 }
+"""
+
+
+def config_text(tmp: Path, broker_port: int, modbus_port: int) -> str:
+    return f"""
+profiles_dir = "{tmp / "profiles"}"
+[site]
+id = "s"
+gateway_id = "gw"
+latitude = 52.5
+longitude = 13.4
+[buses.tcp]
+type = "modbus-tcp"
+port = {modbus_port}
+timeout_s = 0.5
+[uplink]
+port = {broker_port}
+batch_max_age_s = 0.1
+[storage]
+path = "{tmp / "outbox.sqlite"}"
+[alerts]
+resend_s = 1.0
+[[devices]]
+id = "feeder-1"
+bus = "tcp"
+unit_id = 1
+profile = "test/feeder"
+poll_interval_s = 0.1
+"""
+
+
+def words(value: float) -> list[int]:
+    return list(struct.unpack(">HH", struct.pack(">f", value)))
+
+
+async def wait(pred, within_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def send_command(port: int, topic: str, doc: dict[str, object]) -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cloud", protocol=mqtt.MQTTv311)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.publish(topic, json.dumps(doc), qos=1).wait_for_publish(5)
+    c.disconnect()
+    c.loop_stop()
+
+
+async def test_threshold_alert_raised_acked_and_resent(
+    tmp_path: Path, broker: Broker, recorder: Recorder
+) -> None:
+    """A voltage over the profile's limit raises an alert; unacked it is re-sent; acked it stops."""
+    (tmp_path / "profiles" / "test").mkdir(parents=True)
+    (tmp_path / "profiles" / "test" / "feeder.toml").write_text(PROFILE)
+    profile = load_profile(tmp_path / "profiles", "test/feeder")
+    sim = ModbusSim({1: profile}, port=free_port())
+    sim.pin(1, "input", 0, words(230.0))
+    cfg_path = tmp_path / "gw.toml"
+    cfg_path.write_text(config_text(tmp_path, broker.port, sim.port))
+    agent = Agent(load_config(cfg_path))
+    async with sim:
+        task = asyncio.create_task(agent.run())
+        try:
+            await wait(lambda: len(recorder.readings()) > 0)
+            assert recorder.alerts() == []
+            sim.pin(1, "input", 0, words(251.0))
+            await wait(lambda: len(recorder.alerts()) >= 1)
+            first = recorder.alerts()[0]
+            assert (first["level"], first["transition"], first["device"]) == (
+                "yellow", "raised", "feeder-1",
+            )  # fmt: skip
+            assert first["value"] == 251.0 and first["evidence"]["recent"]
+            # Unacknowledged: it comes again.
+            await wait(lambda: any(a.get("resent") for a in recorder.alerts()), 10)
+            # The cloud acknowledges it; the agent answers on the events topic.
+            ack = {"id": "c1", "cmd": "ack_alert", "args": {"alert_id": first["alert_id"]}}
+            send_command(broker.port, "cityedge/s/gw/cmd", ack)
+            await wait(lambda: any(e.get("id") == "c1" for e in recorder.events()))
+            result = next(e for e in recorder.events() if e.get("id") == "c1")
+            assert result["ok"] is True
+            # Bad commands are answered and counted, and the agent goes on.
+            send_command(broker.port, "cityedge/s/gw/cmd", {"id": "c2", "cmd": "reboot_city"})
+            await wait(lambda: any(e.get("id") == "c2" for e in recorder.events()))
+            bad = next(e for e in recorder.events() if e.get("id") == "c2")
+            assert bad["ok"] is False and "unknown command" in bad["error"]
+            n_after_ack = len(recorder.alerts())
+            await asyncio.sleep(2.5)
+            assert len(recorder.alerts()) == n_after_ack, "no resend after the ack"
+        finally:
+            agent.stop()
+            await asyncio.wait_for(task, 20)
