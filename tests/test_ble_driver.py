@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bleak.exc import BleakError
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakBluetoothNotAvailableReason,
+    BleakDBusError,
+    BleakError,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -22,7 +27,7 @@ from cityedge.config.model import BusConfig, DeviceConfig, SiteConfig
 from cityedge.config.profile_loader import load_profile
 from cityedge.drivers.ble import bthome
 from cityedge.drivers.ble.driver import BleSource, CounterStore, build_source
-from cityedge.drivers.ble.scanner import Advert, or_patterns
+from cityedge.drivers.ble.scanner import Advert, is_passive_unsupported, or_patterns
 from cityedge.profiles import FieldMap, Profile
 from cityedge.readings import Quality, Reading
 from cityedge.sources import SourceContext, factory
@@ -396,6 +401,25 @@ async def test_passive_unavailable_falls_back_to_active(tmp_path: Path, air: Air
     assert [m for m, _, _ in air.starts] == ["passive", "active"]
     assert [e["log_level"] for e in logs if e["event"] == "passive_scan_unavailable"] == ["warning"]
     assert src.status()["scan_mode_in_use"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("error", "passive_only"),
+    [
+        (BleakError("passive scanning mode requires bluez or_patterns"), True),
+        (BleakDBusError("org.bluez.Error.NotSupported", []), True),
+        (BleakError("adapter 'hci0' not found"), False),
+        (BleakDBusError("org.freedesktop.DBus.Error.ServiceUnknown", []), False),
+        (
+            BleakBluetoothNotAvailableError("off", BleakBluetoothNotAvailableReason.POWERED_OFF),
+            False,
+        ),
+        (FileNotFoundError(2, "No such file or directory"), False),
+    ],
+)
+def test_which_errors_mean_passive_is_unsupported(error: Exception, passive_only: bool) -> None:
+    """Only errors saying passive scanning cannot work fall back to active; others: no adapter."""
+    assert is_passive_unsupported(error) is passive_only
 
 
 async def test_adapter_missing_then_back(tmp_path: Path, air: Air) -> None:

@@ -110,13 +110,16 @@ def is_passive_unsupported(exc: BaseException) -> bool:
     """Bleak's way of saying this OS or BlueZ cannot scan passively.
 
     Bleak names passive scanning in its own errors (BlueZ too old or without
-    ``--experimental``, macOS); a D-Bus error from the advertisement monitor
-    calls means the same. No D-Bus, no BlueZ or no adapter is not this: those
-    fail active scanning as well.
+    ``--experimental``, macOS); an ``org.bluez.Error`` from the advertisement
+    monitor calls means the same (BlueZ answered, the adapter exists). No
+    D-Bus, no BlueZ (``org.freedesktop.DBus.Error.ServiceUnknown``) or no
+    adapter is not this: those fail active scanning as well.
     """
     if not isinstance(exc, BleakError) or isinstance(exc, BleakBluetoothNotAvailableError):
         return False
-    return "passive" in str(exc).lower() or isinstance(exc, BleakDBusError)
+    if isinstance(exc, BleakDBusError):
+        return exc.dbus_error.startswith("org.bluez.")
+    return "passive" in str(exc).lower()
 
 
 class AdvertQueue:
