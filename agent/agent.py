@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -18,10 +20,11 @@ from cityedge.alerting import AlertEngine, rules_from
 from cityedge.commands import CommandError, CommandRouter
 from cityedge.config.model import Config
 from cityedge.control import ControlServer
+from cityedge.drivers.base import Source
 from cityedge.outbox import Outbox
 from cityedge.pipeline import Writer
 from cityedge.readings import Priority, Reading
-from cityedge.sources import SourceContext, build_sources
+from cityedge.sources import SourceContext, build_sources, factory
 from cityedge.uplink.sender import Sender
 
 log = structlog.get_logger("cityedge.agent")
@@ -46,19 +49,28 @@ class Agent:
         self.commands.register("ack_alert", self._cmd_ack_alert)
         self.commands.register("status", self._cmd_status)
         self._command_tasks: set[asyncio.Task[None]] = set()
-        self.sender = Sender(
+        self.sender = self._make_sender(config)
+        self.source_ctx = SourceContext(config.site, state_dir)
+        self.sources = build_sources(config, self.source_ctx)
+        self._running: dict[str, tuple[Source, asyncio.Task[None]]] = {}
+        self.last_reload: dict[str, Any] | None = None
+        self._config_stamp = _stamp(config.source)
+        self.control = ControlServer(
+            state_dir / "control.sock", {"status": self._status, "reload": self._control_reload}
+        )
+        self._stop = asyncio.Event()
+
+    def _make_sender(self, config: Config) -> Sender:
+        sender = Sender(
             config.uplink,
             self.outbox,
             self.executor,
             gateway_id=config.site.gateway_id,
             site_id=config.site.id,
             on_message=self._on_downlink,
-            subscriptions=(),
         )
-        self.sender.subscriptions = (self.sender.topic("cmd"),)
-        self.sources = build_sources(config, SourceContext(config.site, state_dir))
-        self.control = ControlServer(state_dir / "control.sock", {"status": self._status})
-        self._stop = asyncio.Event()
+        sender.subscriptions = (sender.topic("cmd"),)
+        return sender
 
     def stop(self) -> None:
         self._stop.set()
@@ -78,35 +90,115 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         await self.control.start()
         writer_task = asyncio.create_task(self.writer.run(), name="writer")
-        sender_task = asyncio.create_task(self.sender.run(), name="sender")
-        source_tasks = [
-            asyncio.create_task(s.run(self.sink), name=f"source:{s.name}") for s in self.sources
-        ]
+        self._sender_task = asyncio.create_task(self.sender.run(), name="sender")
+        for src in self.sources:
+            self._start_source(src)
         summary_task = asyncio.create_task(self._summaries(), name="summary")
         resend_task = asyncio.create_task(self._resend_alerts(), name="alert-resend")
+        watch_task = asyncio.create_task(self._watch_config(), name="config-watch")
         try:
             await self._stop.wait()
         finally:
             log.info("agent_stopping")
-            background = [*source_tasks, summary_task, resend_task, *self._command_tasks]
+            source_tasks = [task for _src, task in self._running.values()]
+            background = [*source_tasks, summary_task, resend_task, watch_task,
+                          *self._command_tasks]  # fmt: skip
             for t in background:
                 t.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
             await self.writer.flush()
-            await self.sender.stop()
-            try:
-                await asyncio.wait_for(sender_task, 10)
-            except TimeoutError:
-                log.warning("uplink_stop_timeout")
+            await self._stop_sender()
             await self.control.close()
             await loop.run_in_executor(self.executor, self.outbox.close)
             self.executor.shutdown(wait=True)
             self.alert_store.close()
             log.info("agent_stopped")
+
+    # -- sources and reload -------------------------------------------------
+
+    def _start_source(self, src: Source) -> None:
+        task = asyncio.create_task(src.run(self.sink), name=f"source:{src.name}")
+        self._running[src.name] = (src, task)
+
+    async def _stop_source(self, name: str) -> None:
+        entry = self._running.pop(name, None)
+        if entry is not None:
+            entry[1].cancel()
+            await asyncio.gather(entry[1], return_exceptions=True)
+            self.sources = [s for s in self.sources if s is not entry[0]]
+
+    async def _stop_sender(self) -> None:
+        await self.sender.stop()
+        try:
+            await asyncio.wait_for(self._sender_task, 10)
+        except TimeoutError:
+            log.warning("uplink_stop_timeout")
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload("sighup"))
+        self._command_tasks.add(task)
+        task.add_done_callback(self._command_tasks.discard)
+
+    async def _watch_config(self, every_s: float = 5.0) -> None:
+        """Reload when the config file changes (its size, time or content)."""
+        while True:
+            await asyncio.sleep(every_s)
+            stamp = await asyncio.to_thread(_stamp, self.config.source)
+            if stamp != self._config_stamp:
+                self._config_stamp = stamp
+                await self.reload("file_changed")
+
+    async def reload(self, reason: str) -> dict[str, Any]:
+        """Validate the config file again; on success apply it, else keep running as is.
+
+        Buses whose settings or devices did not change keep running untouched
+        (their state, counters and anomaly streams stay); changed ones are
+        restarted, removed ones stopped, new ones started. The outbox is the
+        same file throughout: nothing buffered is lost.
+        """
+        from cityedge.config.loader import check_config
+
+        new, problems = await asyncio.to_thread(
+            check_config, self.config.source, self.config.profiles_dir
+        )
+        if new is None or problems:
+            self.last_reload = {"ok": False, "reason": reason, "at": time.time(),
+                                "problems": [str(p) for p in problems]}  # fmt: skip
+            log.error("config_reload_refused", reason=reason, problems=len(problems),
+                      first=str(problems[0]) if problems else None)  # fmt: skip
+            return self.last_reload
+        old = self.config
+        changed = []
+        for name in sorted(set(old.buses) | set(new.buses)):
+            if _bus_view(old, name) == _bus_view(new, name):
+                continue
+            changed.append(name)
+            await self._stop_source(name)
+            devices = [d for d in new.devices if d.bus == name]
+            if name in new.buses and devices:
+                src = factory(new.buses[name].type)(new.buses[name], devices, self.source_ctx)
+                self.sources.append(src)
+                self._start_source(src)
+        self.alerts.rules = rules_from(new)
+        self.config = new
+        restarted_uplink = new.uplink != old.uplink or new.site != old.site
+        if restarted_uplink:
+            await self._stop_sender()
+            self.sender = self._make_sender(new)
+            self._sender_task = asyncio.create_task(self.sender.run(), name="sender")
+        ignored = [k for k in ("storage",) if getattr(new, k) != getattr(old, k)]
+        self.last_reload = {"ok": True, "reason": reason, "at": time.time(),
+                            "buses_restarted": changed, "uplink_restarted": restarted_uplink,
+                            "needs_restart": ignored}  # fmt: skip
+        log.info("config_reloaded", reason=reason, buses_restarted=changed,
+                 uplink_restarted=restarted_uplink, needs_restart=ignored)  # fmt: skip
+        return self.last_reload
 
     async def sink(self, readings: Sequence[Reading]) -> None:
         """Every source's sink: telemetry to the outbox, threshold alerts ahead of it."""
@@ -158,6 +250,9 @@ class Agent:
             raise CommandError(f"no unacknowledged alert {alert_id}")
         return {"alert_id": alert_id, "acked": True}
 
+    async def _control_reload(self, _req: dict[str, Any]) -> dict[str, Any]:
+        return await self.reload("control")
+
     async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self._status(args)
 
@@ -200,6 +295,7 @@ class Agent:
                 "last_error": s.last_error,
             },
             "sources": {src.name: src.status() for src in self.sources},
+            "reload": self.last_reload,
             "alerts": {
                 "active": len(self.alerts.tracker.active()),
                 "raised": {lvl.label: n for lvl, n in self.alerts.tracker.raised.items()},
@@ -210,3 +306,17 @@ class Agent:
                 "rejected": dict(self.commands.rejected),
             },
         }
+
+
+def _bus_view(config: Config, name: str) -> tuple[object, list[object]]:
+    """What a bus runs with: its settings and its devices (compared by value)."""
+    return config.buses.get(name), [d for d in config.devices if d.bus == name]
+
+
+def _stamp(path: Path) -> tuple[float, int, str]:
+    try:
+        data = path.read_bytes()
+        st = path.stat()
+    except OSError:
+        return (0.0, 0, "")
+    return (st.st_mtime, st.st_size, hashlib.sha256(data).hexdigest())
