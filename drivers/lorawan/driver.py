@@ -1,0 +1,678 @@
+"""The LoRaWAN network-server side of the Semtech UDP packet forwarder (bus ``lorawan-udp``).
+
+One UDP listener per bus. Per datagram: parse (GWMP v2), acknowledge
+(PUSH_ACK / PULL_ACK with the same token), then each rxpk on its own, so
+one bad rxpk does not lose the good ones: CRC ok, PHYPayload parsed, the
+session found by DevAddr, the 32-bit FCnt inferred, the MIC checked with the
+NwkSKey, and only after a good MIC the duplicate and replay checks (MIC
+first, or forged frames could push the counter). An accepted counter is
+persisted at once (:mod:`.sessions`), so a restart does not reopen replay.
+
+The same uplink heard by several gateways is kept once: copies are gathered
+for ``dedupe_s`` (0.2 s) and the frame is decoded with the radio metadata of
+the copy with the best RSSI (then SNR). Its FRMPayload is decrypted with the
+AppSKey, decoded by the profile's codec (:mod:`.payload`) and mapped through
+the profile's ``[[fields]]``. Confirmed uplinks are acknowledged in RX1.
+
+OTAA: a join request is checked with the AppKey, a DevNonce already used is
+refused, the join accept goes back in a PULL_RESP to the address of the
+gateway's last PULL_DATA (5 s after the request, EU868 JOIN_ACCEPT_DELAY1),
+and the new session (keys, DevAddr, counters reset) is persisted.
+
+Every bad input is a named, counted, logged rejection; nothing a gateway
+sends can stop the listener. Ready readings wait in a bounded queue
+(``QUEUE_MAX`` uplinks); when it is full the newest uplink is dropped and
+counted (``queue_full``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from cityedge.backoff import Backoff
+from cityedge.config.model import BusConfig, DeviceConfig
+from cityedge.drivers.base import DecodeError, ReadingSink, Source
+from cityedge.drivers.lorawan import crypto, fcnt, join, phy, semtech
+from cityedge.drivers.lorawan.payload import Decoded, decode_payload
+from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, Session, SessionStore
+from cityedge.profiles import FieldMap
+from cityedge.readings import Quality, Reading, utc_now
+from cityedge.sources import SourceContext
+
+QUEUE_MAX = 1024
+RECENT_MAX = 4096  # accepted (DevAddr, FCnt) kept to tell a late copy from a replay
+JOIN_DELAY_US = 5_000_000
+LOG_EVERY_S = 1.0  # one log line per rejection reason per second at most
+Addr = tuple[Any, ...]
+
+
+@dataclass(eq=False)
+class _Device:
+    config: DeviceConfig
+    session: Session
+    cell: str
+    fields: dict[str, FieldMap]
+    log: Any
+    app_key: bytes | None = None
+    join_eui: str | None = None
+    relaxed: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
+
+    def error(self, reason: str, detail: str = "") -> None:
+        self.count("errors_total")
+        errors = self.stats.setdefault("errors", {})
+        errors[reason] = errors.get(reason, 0) + 1
+        self.stats["last_error"] = f"{reason}: {detail}" if detail else reason
+
+
+@dataclass(eq=False)
+class _Pending:
+    """An accepted uplink or join whose copies from other gateways are being gathered."""
+
+    device: _Device
+    frame: phy.DataFrame | phy.JoinRequest
+    phy: bytes
+    fcnt32: int
+    received: datetime
+    copies: list[tuple[str, semtech.RxPacket]]
+    handle: asyncio.TimerHandle | None = None
+
+    def best(self) -> tuple[str, semtech.RxPacket]:
+        return max(self.copies, key=lambda c: (c[1].rssi, c[1].lsnr or -99.0))
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, source: LoRaWANSource, lost: asyncio.Future[str]) -> None:
+        self.source = source
+        self.lost = lost
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
+        self.source.handle_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.source.reject("socket_error", str(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(str(exc) if exc else "closed")
+
+
+class LoRaWANSource(Source):
+    """The :class:`~cityedge.drivers.base.Source` of one ``lorawan-udp`` bus."""
+
+    def __init__(
+        self,
+        bus: BusConfig,
+        devices: Sequence[tuple[DeviceConfig, str]],
+        store: SessionStore,
+        *,
+        dedupe_s: float = 0.2,
+        duplicate_window_s: float = 10.0,
+        clock_ok: Callable[[], bool] | None = None,
+        reopen_min_s: float = 0.5,
+        reopen_max_s: float = 30.0,
+    ) -> None:
+        opts = bus.options
+        self.bus = bus
+        self.name = f"lorawan:{bus.name}"
+        self.bind = str(opts.get("bind", "127.0.0.1"))
+        self.port = int(opts.get("port", 1700))
+        self.max_datagram = int(opts.get("max_datagram", semtech.MAX_DATAGRAM))
+        self.net_id = int(str(opts.get("net_id", "000000")), 16)
+        self.rx1_delay_s = int(opts.get("rx1_delay_s", 1))
+        self.store = store
+        self.dedupe_s = dedupe_s
+        self.duplicate_window_s = duplicate_window_s
+        self._clock_ok = clock_ok
+        self._log = structlog.get_logger().bind(bus=bus.name, driver="lorawan")
+        self._devices: dict[str, _Device] = {}
+        self._by_eui: dict[str, _Device] = {}
+        self._by_addr: dict[int, list[_Device]] = {}
+        for config, cell in devices:
+            dev = self._device(config, cell)
+            self._devices[config.id] = dev
+            self._by_eui[dev.session.dev_eui] = dev
+        self._reindex()
+        self._gateways: dict[str, dict[str, Any]] = {}
+        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        self._recent: OrderedDict[tuple[int, int], tuple[bytes, float]] = OrderedDict()
+        self._ready: asyncio.Queue[list[Reading]] = asyncio.Queue(QUEUE_MAX)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._reopen = Backoff(base_s=reopen_min_s, cap_s=reopen_max_s)
+        self.connected = False
+        self.rejected: dict[str, int] = dict(store.rejected)
+        self._last_log: dict[str, tuple[float, int]] = {}
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "datagrams",
+                "push_data",
+                "pull_data",
+                "tx_ack",
+                "rxpk",
+                "uplinks",
+                "joins",
+                "duplicates",
+                "downlinks",
+                "readings",
+            ),
+            0,
+        )
+
+    # -- setup -------------------------------------------------------------
+
+    def _device(self, config: DeviceConfig, cell: str) -> _Device:
+        o = config.options
+        dev_eui = str(o["dev_eui"]).lower()
+        log = self._log.bind(device=config.id, dev_eui=dev_eui)
+        saved = self.store.load(dev_eui)
+        otaa = o.get("activation", "abp") == "otaa"
+        if otaa:
+            session = saved if saved is not None and saved.joined else Session(dev_eui)
+            if saved is not None and not saved.joined:
+                session.dev_nonces = saved.dev_nonces
+        else:
+            session = Session(
+                dev_eui,
+                dev_addr=int(o["dev_addr"], 16),
+                nwk_s_key=bytes.fromhex(o["nwk_s_key"]),
+                app_s_key=bytes.fromhex(o["app_s_key"]),
+            )
+            same = saved is not None and (saved.dev_addr, saved.nwk_s_key, saved.app_s_key) == (
+                session.dev_addr,
+                session.nwk_s_key,
+                session.app_s_key,
+            )
+            if saved is not None and same:
+                session.fcnt_up, session.fcnt_down = saved.fcnt_up, saved.fcnt_down
+            elif saved is not None:
+                log.info("session_reprovisioned", dev_addr=f"{session.dev_addr:08X}")
+        return _Device(
+            config=config,
+            session=session,
+            cell=cell,
+            fields=config.profile.field_by_key(),
+            log=log,
+            app_key=bytes.fromhex(o["app_key"]) if otaa and o.get("app_key") else None,
+            join_eui=str(o["join_eui"]).upper() if o.get("join_eui") else None,
+            relaxed=bool(o.get("relaxed_fcnt", False)),
+        )
+
+    def _reindex(self) -> None:
+        self._by_addr = {}
+        for dev in self._devices.values():
+            if dev.session.active and dev.session.dev_addr is not None:
+                self._by_addr.setdefault(dev.session.dev_addr, []).append(dev)
+
+    # -- running -----------------------------------------------------------
+
+    async def run(self, sink: ReadingSink) -> None:
+        """Listen until cancelled; reopen the socket with backoff if it is lost."""
+        pump = asyncio.create_task(self._pump(sink))
+        try:
+            while True:
+                reason = await self._serve()
+                self.connected = False
+                self._log.warning("listener_lost", error=reason)
+                await asyncio.sleep(self._reopen.next_delay())
+        finally:
+            self.connected = False
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            for pending in self._pending.values():
+                if pending.handle is not None:
+                    pending.handle.cancel()
+            if self._pending:
+                self._count("dropped_on_shutdown", len(self._pending))
+            self._pending.clear()
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+
+    async def _serve(self) -> str:
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[str] = loop.create_future()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self, lost), local_addr=(self.bind, self.port)
+            )
+        except OSError as exc:
+            self._log.warning("listener_open_failed", error=str(exc))
+            return str(exc)
+        self._transport = transport
+        self.connected = True
+        self._reopen.reset()
+        self._log.info(
+            "listener_opened", bind=self.bind, port=self.port, devices=len(self._devices)
+        )
+        try:
+            return await lost
+        finally:
+            transport.close()
+            self._transport = None
+
+    async def _pump(self, sink: ReadingSink) -> None:
+        while True:
+            readings = await self._ready.get()
+            if self._clock_ok is not None and not self._clock_ok():
+                readings = [dataclasses.replace(r, time_ok=False) for r in readings]
+            await sink(readings)
+
+    # -- counting ----------------------------------------------------------
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.rejected[name] = self.rejected.get(name, 0) + n
+
+    def reject(self, reason: str, detail: str = "", dev: _Device | None = None, **kw: Any) -> None:
+        """Count and log one rejected input."""
+        self._count(reason)
+        if dev is not None:
+            dev.error(reason, detail)
+        now = time.monotonic()
+        last, quiet = self._last_log.get(reason, (-LOG_EVERY_S, 0))
+        if now - last < LOG_EVERY_S:
+            self._last_log[reason] = (last, quiet + 1)
+            return
+        self._last_log[reason] = (now, 0)
+        log = dev.log if dev is not None else self._log
+        log.info("frame_rejected", reason=reason, error=detail[:120], suppressed=quiet, **kw)
+
+    def _send(self, data: bytes, addr: Addr) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, addr)
+
+    # -- datagrams ---------------------------------------------------------
+
+    def handle_datagram(self, data: bytes, addr: Addr) -> None:
+        """Everything a gateway sends arrives here; nothing raises out of it."""
+        self.counters["datagrams"] += 1
+        try:
+            self._datagram(data, addr)
+        except Exception as exc:  # a bug must not stop the listener
+            self._log.exception("datagram_failed")
+            self.reject("internal_error", repr(exc))
+
+    def _datagram(self, data: bytes, addr: Addr) -> None:
+        items: Sequence[Any]
+        try:
+            msg = semtech.parse_datagram(data, self.max_datagram)
+            items = msg.rxpk if isinstance(msg, semtech.PushData) else ()
+        except DecodeError as exc:
+            if exc.reason not in ("bad_rxpk", "bad_base64", "size_mismatch"):
+                self.reject(exc.reason, str(exc), peer=str(addr[0]))
+                return
+            # The envelope is sound (JSON parsed, an object): take the rxpk one by one.
+            body = json.loads(data[12:].rstrip(b"\x00"))
+            raw = body.get("rxpk")
+            if not isinstance(raw, list):
+                self.reject(exc.reason, str(exc), peer=str(addr[0]))
+                return
+            msg = semtech.PushData(
+                int.from_bytes(data[1:3], "big"), data[4:12].hex().upper(), (), None
+            )
+            items = raw
+        gw = self._gateways.setdefault(msg.gateway_eui, {"push": 0, "pull": 0, "addr": None})
+        gw["seen"] = time.time()
+        if isinstance(msg, semtech.PullData):
+            self.counters["pull_data"] += 1
+            gw["pull"] += 1
+            gw["addr"] = addr
+            self._send(semtech.build_pull_ack(msg.token), addr)
+        elif isinstance(msg, semtech.TxAck):
+            self.counters["tx_ack"] += 1
+            if msg.error not in (None, "NONE"):
+                self.reject("tx_" + str(msg.error).lower()[:32], gateway=msg.gateway_eui)
+        else:
+            self.counters["push_data"] += 1
+            gw["push"] += 1
+            self._send(semtech.build_push_ack(msg.token), addr)
+            for item in items:
+                self._rxpk(msg.gateway_eui, item)
+
+    def _rxpk(self, gateway: str, item: Any) -> None:
+        self.counters["rxpk"] += 1
+        try:
+            rx = item if isinstance(item, semtech.RxPacket) else semtech.parse_rxpk(item)
+        except DecodeError as exc:
+            self.reject(exc.reason, str(exc), gateway=gateway)
+            return
+        if not rx.crc_ok:
+            self.reject("crc_bad", f"stat {rx.stat}", gateway=gateway)
+            return
+        try:
+            frame = phy.parse_phy(rx.data)
+        except DecodeError as exc:
+            self.reject("phy_" + exc.reason, str(exc), gateway=gateway)
+            return
+        if isinstance(frame, phy.JoinRequest):
+            self._join_request(gateway, rx, frame)
+        elif isinstance(frame, phy.DataFrame) and frame.uplink:
+            self._uplink(gateway, rx, frame)
+        else:
+            self.reject("not_uplink", type(frame).__name__, gateway=gateway)
+
+    # -- uplinks -----------------------------------------------------------
+
+    def _verify(self, frame: phy.DataFrame) -> tuple[_Device, int, bool] | None:
+        """The device whose NwkSKey signs the frame, the 32-bit FCnt, and a counter reset."""
+        for dev in self._by_addr.get(frame.dev_addr, ()):
+            s = dev.session
+            key = s.nwk_s_key
+            assert key is not None
+            fcnt32 = fcnt.infer_fcnt(frame.fcnt16, s.fcnt_up)
+            if crypto.verify_data_mic(key, frame.dev_addr, fcnt32, True, frame.msg, frame.mic):
+                stale = fcnt.is_replay(fcnt32, s.fcnt_up) or fcnt.is_gap_too_large(
+                    fcnt32, s.fcnt_up
+                )
+                if (
+                    stale
+                    and dev.relaxed
+                    and not self._is_copy(frame.dev_addr, fcnt32, frame.msg + frame.mic)
+                ):
+                    alt = frame.fcnt16
+                    if crypto.verify_data_mic(key, frame.dev_addr, alt, True, frame.msg, frame.mic):
+                        return dev, alt, True
+                return dev, fcnt32, False
+        return None
+
+    def _uplink(self, gateway: str, rx: semtech.RxPacket, frame: phy.DataFrame) -> None:
+        addr_hex = frame.dev_addr_hex
+        if frame.dev_addr not in self._by_addr:
+            self.reject("unknown_dev_addr", dev_addr=addr_hex, gateway=gateway)
+            return
+        found = self._verify(frame)
+        if found is None:
+            devs = self._by_addr[frame.dev_addr]
+            self.reject(
+                "bad_mic",
+                f"DevAddr {addr_hex} FCnt16 {frame.fcnt16}",
+                devs[0] if len(devs) == 1 else None,
+                gateway=gateway,
+            )
+            return
+        dev, fcnt32, reset = found
+        key = ("up", frame.dev_addr, fcnt32)
+        if self._is_copy(frame.dev_addr, fcnt32, rx.data):  # another gateway's, or a retry
+            pending = self._pending.get(key)
+            if pending is not None:
+                pending.copies.append((gateway, rx))
+            self.counters["duplicates"] += 1
+            dev.count("duplicates")
+            return
+        last = dev.session.fcnt_up
+        if not reset and fcnt.is_replay(fcnt32, last):
+            self.reject("replay", f"FCnt {fcnt32} <= {last}", dev, gateway=gateway)
+            return
+        if not reset and fcnt.is_gap_too_large(fcnt32, last):
+            self.reject("fcnt_gap", f"FCnt {fcnt32} after {last}", dev, gateway=gateway)
+            return
+        if reset:
+            dev.count("fcnt_resets")
+            dev.log.info("fcnt_reset_accepted", fcnt=fcnt32, last=last)
+        dev.session.fcnt_up = fcnt32
+        self.store.save(dev.session)
+        self._remember(frame.dev_addr, fcnt32, rx.data)
+        self._count_macs(dev, frame.mac_commands())
+        self._hold(key, _Pending(dev, frame, rx.data, fcnt32, utc_now(), [(gateway, rx)]))
+
+    def _is_copy(self, dev_addr: int, fcnt32: int, data: bytes) -> bool:
+        """The same bytes as a frame accepted less than ``duplicate_window_s`` ago."""
+        seen = self._recent.get((dev_addr, fcnt32))
+        return (
+            seen is not None
+            and seen[0] == data
+            and time.monotonic() - seen[1] < self.duplicate_window_s
+        )
+
+    def _remember(self, dev_addr: int, fcnt32: int, data: bytes) -> None:
+        self._recent[(dev_addr, fcnt32)] = (data, time.monotonic())
+        while len(self._recent) > RECENT_MAX:
+            self._recent.popitem(last=False)
+
+    def _count_macs(self, dev: _Device, macs: phy.MacCommands) -> None:
+        counts = dev.stats.setdefault("mac_commands", {})
+        for cmd in macs.commands:
+            counts[cmd.name] = counts.get(cmd.name, 0) + 1
+        if macs.unparsed:
+            dev.count("mac_unparsed_bytes", macs.unparsed)
+
+    def _hold(self, key: tuple[str, int, int], pending: _Pending) -> None:
+        self._pending[key] = pending
+        if self.dedupe_s <= 0:
+            self._release(key)
+        else:
+            loop = asyncio.get_running_loop()
+            pending.handle = loop.call_later(self.dedupe_s, self._release, key)
+
+    def _release(self, key: tuple[str, int, int]) -> None:
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            return
+        try:
+            if isinstance(pending.frame, phy.JoinRequest):
+                self._answer_join(pending, pending.frame)
+            else:
+                self._deliver(pending, pending.frame)
+        except Exception as exc:  # a bug must not stop the listener
+            self._log.exception("release_failed")
+            self.reject("internal_error", repr(exc), pending.device)
+
+    def _deliver(self, pending: _Pending, frame: phy.DataFrame) -> None:
+        dev, s = pending.device, pending.device.session
+        gateway, rx = pending.best()
+        self.counters["uplinks"] += 1
+        dev.count("frames")
+        dev.stats.update(last_rssi=rx.rssi, last_snr=rx.lsnr, last_gateway=gateway)
+        if frame.confirmed:
+            self._ack(pending, gateway, rx)
+        if frame.fport is None:
+            return
+        assert s.nwk_s_key is not None and s.app_s_key is not None
+        key = s.nwk_s_key if frame.fport == 0 else s.app_s_key
+        plain = crypto.crypt_frm_payload(
+            key, frame.dev_addr, pending.fcnt32, True, frame.frm_payload
+        )
+        if frame.fport == 0:
+            self._count_macs(dev, phy.parse_mac_commands(plain, True))
+            return
+        try:
+            decoded = decode_payload(dev.config.profile.codec, frame.fport, plain)
+        except DecodeError as exc:
+            self.reject("payload_" + exc.reason, str(exc), dev, fport=frame.fport)
+            return
+        meta = {
+            "rssi": rx.rssi,
+            "snr": rx.lsnr,
+            "freq": rx.freq,
+            "datr": rx.datr,
+            "gateway": gateway,
+            "gateways": len({g for g, _ in pending.copies}),
+            "fcnt": pending.fcnt32,
+            "fport": frame.fport,
+            "dev_addr": frame.dev_addr_hex,
+        }
+        readings = self._readings(dev, decoded, pending.received, meta)
+        if not readings:
+            return
+        try:
+            self._ready.put_nowait(readings)
+        except asyncio.QueueFull:
+            self.reject("queue_full", f"{QUEUE_MAX} uplinks waiting", dev)
+            return
+        self.counters["readings"] += len(readings)
+
+    def _readings(
+        self, dev: _Device, decoded: Decoded, ts: Any, meta: dict[str, Any]
+    ) -> list[Reading]:
+        out: list[Reading] = []
+        for key in (*decoded.values, *decoded.bad):
+            fm = dev.fields.get(key)
+            if fm is None:
+                dev.count("unmapped")
+                continue
+            common: dict[str, Any] = dict(
+                device=dev.config.id,
+                point=fm.name,
+                unit=fm.unit or decoded.units.get(key, ""),
+                ts=ts,
+                family=fm.family,
+                cell=dev.cell,
+                meta=meta,
+            )
+            if key in decoded.bad:
+                out.append(
+                    Reading(value=None, quality=Quality.BAD, reason=decoded.bad[key], **common)
+                )
+                continue
+            out.append(Reading(value=_scaled(fm, decoded.values[key]), **common))
+        return out
+
+    def _ack(self, pending: _Pending, gateway: str, rx: semtech.RxPacket) -> None:
+        s = pending.device.session
+        assert s.nwk_s_key is not None and s.app_s_key is not None and s.dev_addr is not None
+        frame = phy.build_data_downlink(
+            s.dev_addr, s.fcnt_down, None, b"", s.nwk_s_key, s.app_s_key, ack=True
+        )
+        if self._downlink(pending.device, gateway, rx, frame, self.rx1_delay_s * 1_000_000):
+            s.fcnt_down += 1
+            self.store.save(s)
+
+    def _downlink(
+        self, dev: _Device, gateway: str, rx: semtech.RxPacket, frame: bytes, delay_us: int
+    ) -> bool:
+        addr = self._gateways.get(gateway, {}).get("addr")
+        if addr is None:
+            self.reject("no_downlink_path", f"no PULL_DATA from gateway {gateway}", dev)
+            return False
+        txpk = semtech.txpk(
+            frame, freq=rx.freq, datr=str(rx.datr), tmst=rx.tmst + delay_us, codr=rx.codr or "4/5"
+        )
+        self._send(semtech.build_pull_resp(secrets.randbits(16), txpk), addr)
+        self.counters["downlinks"] += 1
+        return True
+
+    # -- joins -------------------------------------------------------------
+
+    def _join_request(self, gateway: str, rx: semtech.RxPacket, frame: phy.JoinRequest) -> None:
+        dev = self._by_eui.get(frame.dev_eui.lower())
+        if dev is None or dev.app_key is None:
+            self.reject("unknown_dev_eui", dev_eui=frame.dev_eui, gateway=gateway)
+            return
+        if dev.join_eui is not None and dev.join_eui != frame.join_eui:
+            self.reject("join_eui_mismatch", frame.join_eui, dev)
+            return
+        if not join.verify_join_request(frame, dev.app_key):
+            self.reject("join_bad_mic", f"DevNonce {frame.dev_nonce}", dev, gateway=gateway)
+            return
+        key = ("join", int(frame.dev_eui, 16), frame.dev_nonce)
+        pending = self._pending.get(key)
+        if pending is not None:
+            if pending.phy == rx.data:
+                pending.copies.append((gateway, rx))
+            self.counters["duplicates"] += 1
+            dev.count("duplicates")
+            return
+        if frame.dev_nonce in dev.session.dev_nonces:
+            self.reject("devnonce_reused", f"DevNonce {frame.dev_nonce}", dev, gateway=gateway)
+            return
+        dev.session.dev_nonces.append(frame.dev_nonce)
+        del dev.session.dev_nonces[:-MAX_DEV_NONCES]
+        self.store.save(dev.session)
+        self._hold(key, _Pending(dev, frame, rx.data, 0, utc_now(), [(gateway, rx)]))
+
+    def _new_dev_addr(self) -> int:
+        """A free DevAddr of a type-0 NetID: NwkID (6 bits) then a random NwkAddr (25 bits)."""
+        while True:
+            addr = ((self.net_id & 0x3F) << 25) | secrets.randbits(25)
+            if addr not in self._by_addr:
+                return addr
+
+    def _answer_join(self, pending: _Pending, frame: phy.JoinRequest) -> None:
+        dev = pending.device
+        assert dev.app_key is not None
+        accept = join.JoinAccept(
+            app_nonce=secrets.randbits(24),
+            net_id=self.net_id,
+            dev_addr=self._new_dev_addr(),
+            rx_delay=self.rx1_delay_s,
+        )
+        phy_accept, keys = join.answer_join_request(frame, dev.app_key, accept)
+        gateway, rx = pending.best()
+        if not self._downlink(dev, gateway, rx, phy_accept, JOIN_DELAY_US):
+            return
+        s = dev.session
+        s.dev_addr, s.nwk_s_key, s.app_s_key = accept.dev_addr, keys.nwk_s_key, keys.app_s_key
+        s.fcnt_up, s.fcnt_down, s.joined = None, 0, True
+        self.store.save(s)
+        self._reindex()
+        self.counters["joins"] += 1
+        dev.count("joins")
+        dev.log.info(
+            "device_joined",
+            dev_addr=f"{accept.dev_addr:08X}",
+            gateway=gateway,
+            dev_nonce=frame.dev_nonce,
+        )
+
+    # -- status ------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        devices: dict[str, object] = {}
+        for dev in self._devices.values():
+            s = dev.session
+            info: dict[str, Any] = dict(
+                frames=0, errors_total=0, last_error=None, unmapped=0, duplicates=0, joins=0
+            )
+            info.update(dev.stats)
+            info.update(
+                state="ok" if s.active else "waiting_join",
+                dev_eui=s.dev_eui,
+                dev_addr=None if s.dev_addr is None else f"{s.dev_addr:08X}",
+                fcnt_up=s.fcnt_up,
+                fcnt_down=s.fcnt_down,
+            )
+            devices[dev.config.id] = info
+        return {
+            "bus": self.bus.name,
+            "type": self.bus.type,
+            "connected": self.connected,
+            **self.counters,
+            "gateways": {
+                eui: {k: v for k, v in g.items() if k != "addr"}
+                for eui, g in self._gateways.items()
+            },
+            "state_writes": self.store.writes,
+            "state_write_errors": self.store.write_errors,
+            "devices": devices,
+            "rejected": dict(self.rejected),
+        }
+
+
+def _scaled(fm: FieldMap, raw: int | float) -> int | float:
+    if fm.scale == 1.0 and fm.offset == 0.0:
+        return raw
+    # 12 significant digits drop binary artefacts (2301 * 0.1) and keep every sensor digit.
+    return float(f"{raw * fm.scale + fm.offset:.12g}")
+
+
+def build_source(bus: BusConfig, devices: Sequence[DeviceConfig], ctx: SourceContext) -> Source:
+    """The source of a ``lorawan-udp`` bus; its sessions live in ``ctx.state_dir``.
+
+    The file is ``lorawan-<bus name>.json``, so two LoRaWAN buses never share one.
+    """
+    store = SessionStore(ctx.state_dir / f"lorawan-{bus.name}.json")
+    mine = [(d, ctx.cell_for(d)) for d in devices]
+    return LoRaWANSource(bus, mine, store, clock_ok=ctx.clock_ok)

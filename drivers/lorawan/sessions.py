@@ -1,0 +1,202 @@
+"""LoRaWAN sessions and their persistence (TinyDB, one JSON file in the state dir).
+
+A session is what the network server must remember about a device between
+frames and across restarts: its DevAddr and session keys, the last accepted
+32-bit uplink counter (so a replayed frame stays rejected after a restart),
+the downlink counter, and for OTAA devices every DevNonce it has joined with
+(so a replayed join request is refused).
+
+The file is rewritten on every change, atomically (temporary file, fsync,
+rename), so a crash leaves the old or the new version, never a torn one. A
+file that still does not parse (a disk fault, a hand edit) is moved aside as
+``<name>.corrupt-<time>``, logged and counted, and the store starts from the
+configured sessions; a record that does not make sense is dropped and
+counted the same way. Neither stops the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+from cityedge.drivers.lorawan import crypto
+
+MAX_DEV_NONCES = 4096  # DevNonces kept per device; the oldest go first
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage: whole-file atomic rewrites, an in-memory copy, corrupt files set aside."""
+
+    def __init__(self, path: str, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self.corrupt: list[str] = []  # why the file was set aside, for the caller to count
+        self._data: dict[str, dict[str, Any]] | None = None
+        self._loaded = False
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        if not self._loaded:
+            self._data = self._load()
+            self._loaded = True
+        return self._data
+
+    def _load(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            text = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                raise ValueError("top level is not an object of tables")
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
+            with contextlib.suppress(OSError):
+                self.path.replace(aside)
+            self.corrupt.append(f"{type(exc).__name__}: {str(exc)[:80]}; moved to {aside.name}")
+            return None
+        return data
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        self._data = data
+        self._loaded = True
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(data, separators=(",", ":")).encode())
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class Session:
+    """One device's network state. Keys are bytes; counters None until a frame is accepted."""
+
+    dev_eui: str
+    dev_addr: int | None = None
+    nwk_s_key: bytes | None = None
+    app_s_key: bytes | None = None
+    fcnt_up: int | None = None
+    fcnt_down: int = 0
+    dev_nonces: list[int] = field(default_factory=list)
+    joined: bool = False  # the keys came from an OTAA join (not from the config)
+
+    @property
+    def active(self) -> bool:
+        return self.dev_addr is not None and self.nwk_s_key is not None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "dev_eui": self.dev_eui,
+            "dev_addr": None if self.dev_addr is None else f"{self.dev_addr:08X}",
+            "nwk_s_key": None if self.nwk_s_key is None else self.nwk_s_key.hex(),
+            "app_s_key": None if self.app_s_key is None else self.app_s_key.hex(),
+            "fcnt_up": self.fcnt_up,
+            "fcnt_down": self.fcnt_down,
+            "dev_nonces": self.dev_nonces[-MAX_DEV_NONCES:],
+            "joined": self.joined,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Session:
+        """Raises ValueError (or TypeError) on a record that does not make sense."""
+
+        def key(name: str) -> bytes | None:
+            value = doc.get(name)
+            return None if value is None else crypto.check_key(bytes.fromhex(value), name)
+
+        def counter(value: Any, top: int) -> int | None:
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise ValueError(f"counter out of range: {value!r}")
+            return value
+
+        addr = doc.get("dev_addr")
+        nonces = doc.get("dev_nonces", [])
+        if not isinstance(nonces, list):
+            raise ValueError("dev_nonces is not a list")
+        return cls(
+            dev_eui=str(doc["dev_eui"]).lower(),
+            dev_addr=None if addr is None else int(addr, 16) & 0xFFFFFFFF,
+            nwk_s_key=key("nwk_s_key"),
+            app_s_key=key("app_s_key"),
+            fcnt_up=counter(doc.get("fcnt_up"), 0xFFFFFFFF),
+            fcnt_down=counter(doc.get("fcnt_down", 0), 0xFFFFFFFF) or 0,
+            dev_nonces=[int(counter(n, 0xFFFF) or 0) for n in nonces],
+            joined=bool(doc.get("joined", False)),
+        )
+
+
+class SessionStore:
+    """Sessions by DevEUI, persisted in ``path`` (a TinyDB file)."""
+
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        self.path = path
+        self.rejected: dict[str, int] = {}
+        self.writes = 0
+        self.write_errors = 0
+        self._log = structlog.get_logger().bind(driver="lorawan", state=str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = TinyDB(str(path), storage=AtomicJSONStorage, fsync=fsync)
+        self._table = self._db.table("sessions")
+        storage: AtomicJSONStorage = self._db.storage  # type: ignore[assignment]
+        self._saved = self._load_all()
+        for why in storage.corrupt:
+            self._count("state_corrupt")
+            self._log.error("state_file_corrupt", error=why)
+
+    def _count(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def _load_all(self) -> dict[str, Session]:
+        """Valid records from the file; the table is rewritten if any was dropped."""
+        raw = (self._db.storage.read() or {}).get("sessions", {})
+        saved: dict[str, Session] = {}
+        for doc_id, doc in raw.items():
+            try:
+                if not isinstance(doc, dict) or not str(doc_id).isdigit():
+                    raise ValueError("record is not an object with a numeric id")
+                session = Session.from_doc(doc)
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                self._count("state_record_invalid")
+                self._log.warning("state_record_dropped", error=str(exc)[:80])
+                continue
+            saved[session.dev_eui] = session
+        if len(saved) != len(raw):
+            self._db.drop_table("sessions")
+            self._table = self._db.table("sessions")
+            self._table.insert_multiple(s.to_doc() for s in saved.values())
+        return saved
+
+    def load(self, dev_eui: str) -> Session | None:
+        """The persisted session of a device, if there is one."""
+        return self._saved.get(dev_eui.lower())
+
+    def save(self, session: Session) -> bool:
+        """Persist a session; False (logged, counted) if the disk refused."""
+        self._saved[session.dev_eui] = session
+        try:
+            self._table.upsert(session.to_doc(), Query().dev_eui == session.dev_eui)
+        except OSError as exc:
+            self.write_errors += 1
+            self._log.error("state_write_failed", error=str(exc))
+            return False
+        self.writes += 1
+        return True
+
+    def close(self) -> None:
+        self._db.close()
