@@ -468,6 +468,34 @@ async def test_no_adapter_with_real_bleak(tmp_path: Path) -> None:
     assert asyncio.all_tasks() <= before
 
 
+async def test_silence_restarts_the_scanner_without_bad_readings(tmp_path: Path, air: Air) -> None:
+    """No advert at all for silence_restart_s: the scan is restarted, points are not made bad."""
+    devs = [device("plain", PLAIN_MAC, ALL_BTHOME)]
+    src = source(tmp_path, devs, air, silence_restart_s=0.02)
+    with capture_logs() as logs:
+        async with running(src, air) as sink:
+            await until(lambda: len(air.starts) >= 3)
+            await until(lambda: bool(air.scanners))
+            air.advertise(PLAIN_MAC, service_data=ad("4002ca09"))
+            await until(lambda: len(sink.readings) == 1)
+    assert sink.readings[0].quality is Quality.GOOD
+    assert "scan_silent_restart" in [e["event"] for e in logs]
+    assert src.counters["scan_failures"] == 0
+
+
+async def test_summary_is_logged_each_interval(tmp_path: Path, air: Air) -> None:
+    """One ble_summary line per interval carries frames, rejections and drops."""
+    src = source(tmp_path, [device("plain", PLAIN_MAC, ALL_BTHOME)], air, summary_interval_s=0.02)
+    with capture_logs() as logs:
+        async with running(src, air):
+            air.advertise(PLAIN_MAC, service_data=ad("4002ca09"))
+            air.advertise("11:22:33:44:55:66", service_data=ad("4002ca09"))
+            await until(lambda: any(e["event"] == "ble_summary" and e["frames"] for e in logs))
+    summary = next(e for e in logs if e["event"] == "ble_summary" and e["frames"])
+    assert summary["frames"] == 1 and summary["rejected"] == {"unknown_mac": 1}
+    assert summary["queue_dropped"] == 0
+
+
 # --- fuzz -----------------------------------------------------------------------------
 
 
