@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from bleak.exc import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog import get_logger as structlog_logger
 from structlog.testing import capture_logs
 
 from cityedge.config.model import BusConfig, DeviceConfig, SiteConfig
@@ -105,6 +107,10 @@ class Sink:
         return {r.point: r for r in self.readings if r.device == device}
 
 
+def has_readings(sink: Sink, n: int) -> bool:
+    return len(sink.readings) >= n
+
+
 @contextlib.asynccontextmanager
 async def running(src: BleSource, air: Air | None = None) -> AsyncIterator[Sink]:
     sink = Sink()
@@ -143,7 +149,7 @@ async def test_bthome_vectors_reach_the_sink(tmp_path: Path, air: Air) -> None:
             air.advertise(mac, service_data=ad(vec["service_data"]), rssi=-71)
             dev_id = "sealed" if "bind_key" in vec else "plain"
             wanted = len(vec["expect"]) - ("packet_id" in vec["expect"])
-            await until(lambda n=wanted: len(sink.readings) >= n)
+            await until(functools.partial(has_readings, sink, wanted))
         got = sink.by_point(dev_id)
         for name, value in vec["expect"].items():
             if name == "packet_id":
@@ -254,6 +260,38 @@ async def test_corrupt_counter_file_is_set_aside(tmp_path: Path, air: Air) -> No
     assert any(e["event"] == "ble_state_corrupt" for e in logs)
     assert (tmp_path / "ble.json.corrupt").exists()
     assert CounterStore(tmp_path / "ble.json", None).get(KEY_MAC) == 5
+
+
+def test_counter_file_damaged_while_running_is_rewritten(tmp_path: Path) -> None:
+    """A counter file damaged between writes is set aside and rewritten with every counter."""
+    path = tmp_path / "ble.json"
+    with capture_logs() as logs:
+        store = CounterStore(path, structlog_logger())
+        store.set("AA:AA:AA:AA:AA:AA", 7)
+        path.write_text('{"bthome_counters": []}')  # valid JSON, not TinyDB's layout
+        store.set("BB:BB:BB:BB:BB:BB", 3)
+        store.close()
+    assert [e["event"] for e in logs] == ["ble_state_corrupt"]
+    again = CounterStore(path, structlog_logger())
+    assert (again.get("AA:AA:AA:AA:AA:AA"), again.get("BB:BB:BB:BB:BB:BB")) == (7, 3)
+    again.close()
+
+
+async def test_state_dir_unusable_keeps_counters_in_memory(tmp_path: Path, air: Air) -> None:
+    """A state_dir that cannot be written: logged once, replay still refused in memory."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    src = source(blocker / "state", [device("sealed", KEY_MAC, ALL_BTHOME, KEY)], air)
+    with capture_logs() as logs:
+        async with running(src, air) as sink:
+            for n, counter in enumerate((1, 2, 2, 3)):  # the second 2: other bytes
+                air.advertise(KEY_MAC, service_data=enc(counter, f"02{n:02x}09"))
+            await until(lambda: src.counters["adverts"] == 4)
+    assert [r.meta["counter"] for r in sink.readings] == [1, 2, 3]
+    assert src.rejected["replayed"] == 1
+    events = [e["event"] for e in logs]
+    assert events.count("ble_state_unreadable") == 1
+    assert events.count("ble_state_write_failed") == 1
 
 
 # --- de-duplication, unknown tags, bad payloads ----------------------------------------

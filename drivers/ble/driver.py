@@ -165,7 +165,11 @@ class _AtomicJSONStorage(Storage):
 
 
 class CounterStore:
-    """Last accepted BTHome counter per MAC, in TinyDB; never raises on I/O."""
+    """Last accepted BTHome counter per MAC, in TinyDB; never raises on I/O.
+
+    Memory is the truth while running; every change is written through. A
+    file that is not what we wrote is set aside and rewritten from memory.
+    """
 
     TABLE = "bthome_counters"
 
@@ -173,11 +177,17 @@ class CounterStore:
         self.path = path
         self._log = log
         self._last: dict[str, int] = {}
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_failing = False
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._db = TinyDB(str(path), storage=_AtomicJSONStorage)
         try:
             docs = self._db.table(self.TABLE).all()
-        except (ValueError, OSError) as exc:
+        except OSError as exc:
+            docs = []
+            log.error("ble_state_unreadable", path=str(path), error=str(exc),
+                      hint="BTHome replay counters are kept in memory only")  # fmt: skip
+        except Exception as exc:  # not JSON, or not the layout TinyDB writes
             docs = []
             self._set_aside(exc)
         for doc in docs:
@@ -193,6 +203,7 @@ class CounterStore:
             "ble_state_corrupt", path=str(self.path), moved_to=str(aside), error=str(exc),
             hint="BTHome replay protection restarts from the next packet of each tag",
         )  # fmt: skip
+        self._db.close()
         self._db = TinyDB(str(self.path), storage=_AtomicJSONStorage)
 
     def get(self, mac: str) -> int | None:
@@ -201,9 +212,21 @@ class CounterStore:
     def set(self, mac: str, counter: int) -> None:
         self._last[mac] = counter
         try:
-            self._db.table(self.TABLE).upsert({"mac": mac, "counter": counter}, Query().mac == mac)
-        except (ValueError, OSError) as exc:  # disk full, read-only, corrupted meanwhile
-            self._log.error("ble_state_write_failed", path=str(self.path), error=str(exc))
+            try:
+                self._db.table(self.TABLE).upsert({"mac": mac, "counter": counter},
+                                                  Query().mac == mac)  # fmt: skip
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:  # damaged meanwhile
+                self._set_aside(exc)
+                table = self._db.table(self.TABLE)
+                table.insert_multiple({"mac": m, "counter": c} for m, c in self._last.items())
+        except OSError as exc:  # disk full, read-only: log once until a write succeeds
+            if not self._write_failing:
+                self._log.error("ble_state_write_failed", path=str(self.path), error=str(exc))
+            self._write_failing = True
+            return
+        if self._write_failing:
+            self._write_failing = False
+            self._log.info("ble_state_write_recovered", path=str(self.path))
 
     def close(self) -> None:
         self._db.close()
@@ -329,7 +352,7 @@ class BleSource(Source):
                 dev.state = "waiting"
         try:
             await self._pump()
-            self._log.warning("scan_silent_restart", silent_s=self._silence_s)
+            self._log.info("scan_silent_restart", silent_s=self._silence_s)
             return None
         finally:
             await self._stop(scanner)
