@@ -10,9 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from cityedge.drivers.serial import nmea, pms5003, sds011
 from cityedge.drivers.serial.driver import SerialSensorSource, build_source
+from cityedge.drivers.serial.framing import Frame, LineFramer, Rejection
 from cityedge.errors import ConfigError
 from cityedge.readings import Quality
 from tests.peers.serialpeer import (
@@ -352,3 +356,69 @@ def test_build_source_takes_exactly_one_sensor(tmp_path: Path) -> None:
     bus, gps = sensor(port, "u-blox/neo-6m", mode="passive")
     with pytest.raises(ConfigError, match="passive"):
         build_source(bus, [gps], CTX)
+
+
+# -- the generic codec: a MaxBotix range finder --------------------------------------
+
+
+async def test_maxbotix_cr_terminated_lines(port: SensorPort) -> None:
+    """MaxBotix 'R1234<CR>' lines (no LF) give distances; mangled lines are counted."""
+    source, sink = make_source(*sensor(port, "maxbotix/mb7389")), Collector()
+    async with running(source, sink):
+        stream = b"R1234\rR0300\rRx99\r\x00R4000\rR5000\rR0875 \r"
+        await write_torn(port, stream, 11)
+        await sink.wait_for(lambda: len(sink.values("distance")) == 4)
+    assert sink.values("distance") == [1234, 300, 5000, 875]
+    assert sink.points("distance")[0].unit == "mm"
+    assert sink.points("distance")[0].family == "water"
+    assert source.status()["rejected"] == {"no_match": 2}
+
+
+def test_cr_line_framer_is_independent_of_tearing() -> None:
+    """A CR-terminated line framer gives the same frames however the stream is torn."""
+    stream = b"R1234\rR0300\r\nR5000\r" + b"R" * 40 + b"\rR0001\r"
+    whole = LineFramer(16, eol=b"\r").feed(stream)
+    for seed in range(20):
+        framer, rng, items, pos = LineFramer(16, eol=b"\r"), random.Random(seed), [], 0
+        while pos < len(stream):
+            step = rng.randint(1, 7)
+            items += framer.feed(stream[pos : pos + step])
+            pos += step
+        assert items == whole
+    assert [i.data for i in whole if isinstance(i, Frame)] == [
+        b"R1234", b"R0300", b"\nR5000", b"R0001"
+    ]  # fmt: skip
+    assert [i.reason for i in whole if isinstance(i, Rejection)] == ["bad_length"]
+
+
+# -- every bad input is counted, logs are summarised ----------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=300), cut=st.integers(0, 300))
+def test_random_bytes_become_counted_rejections(data: bytes, cut: int) -> None:
+    """Arbitrary bytes through each codec's frame path never raise and yield only good data."""
+    port = SensorPort(Path("/nonexistent"))
+    for profile in ("plantower/pms5003", "nova/sds011", "u-blox/neo-6m", "maxbotix/mb7389"):
+        source = make_source(*sensor(port, profile))
+        ts = datetime.now(UTC)
+        readings = source.feed(data[:cut], ts) + source.feed(data[cut:], ts)
+        assert all(r.quality == Quality.GOOD or r.reason == "no_fix" for r in readings)
+        assert "codec_error" not in str(source.status()["rejected"])
+
+
+async def test_many_bad_frames_are_logged_in_a_summary(port: SensorPort) -> None:
+    """Hundreds of bad frames give one line per reason plus one summary line, all counted."""
+    bus, dev = sensor(port, "nova/sds011")
+    source, sink = make_source(bus, dev, summary_interval_s=0.2), Collector()
+    with capture_logs() as logs:
+        async with running(source, sink):
+            port.write(sds_frame(1, bad_checksum=True) * 200 + b"\x01\x02" + sds_frame(3))
+            await sink.wait_for(lambda: sink.values("pm2_5") == [0.3])
+            await wait_until(lambda: any(e["event"] == "frames_rejected" for e in logs))
+    assert source.status()["rejected"] == {"bad_checksum": 200, "garbage": 1}
+    events = [e["event"] for e in logs]
+    assert events.count("frame_rejected") == 2 and events.count("frames_rejected") == 1
+    summary = next(e for e in logs if e["event"] == "frames_rejected")
+    assert summary["counts"] == {"bad_checksum": 199}
+    assert device_status(source)["errors_total"] == 201

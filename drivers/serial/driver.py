@@ -373,20 +373,27 @@ class SerialSensorSource(Source):
     async def _pump(self) -> None:
         while True:
             chunk = await self.transport.read()
-            ts = utc_now()
-            readings: list[Reading] = []
-            for item in self._framer.feed(chunk):
-                if isinstance(item, Rejection):
-                    self._reject(item.reason, item.size, item.head)
-                else:
-                    readings += self._frame(item.data, ts)
-            await self._deliver(readings)
+            await self._deliver(self.feed(chunk, utc_now()))
+
+    def feed(self, chunk: bytes, ts: datetime) -> list[Reading]:
+        """Bytes from the port to readings; every bad frame counted and logged. Never raises."""
+        readings: list[Reading] = []
+        for item in self._framer.feed(chunk):
+            if isinstance(item, Rejection):
+                self._reject(item.reason, item.size, item.head)
+            else:
+                readings += self._frame(item.data, ts)
+        return readings
 
     def _frame(self, data: bytes, ts: datetime) -> list[Reading]:
         try:
             decoded = self.codec.decode(data, ts)
         except DecodeError as exc:
             self._reject(exc.reason, len(data), data[:64])
+            return []
+        except Exception:  # a codec bug must cost one frame, not the line
+            self._log.exception("codec_failed", head=data[:64].hex())
+            self._reject("codec_error", len(data), data[:64])
             return []
         if decoded is None:
             self.stats.ignored += 1

@@ -182,6 +182,9 @@ class BinaryFramer(Framer):
 class LineFramer(Framer):
     """Text lines ending in LF (CR stripped), optionally starting with a start byte.
 
+    ``eol`` is the end-of-line byte: LF by default (which takes CR LF too);
+    CR for sensors that end each line with a bare carriage return (MaxBotix).
+
     With ``start`` (NMEA's ``$``), bytes before it are garbage and a line cut
     off by the next start is ``bad_tail``. Without it every non-blank line is a
     frame. Lines longer than ``max_line`` are ``bad_length`` and skipped to
@@ -194,10 +197,14 @@ class LineFramer(Framer):
         max_line: int,
         start: bytes | None = None,
         check: Callable[[bytes], str | None] | None = None,
+        eol: bytes = b"\n",
     ) -> None:
+        if len(eol) != 1:
+            raise ValueError("the end of line is one byte")
         super().__init__(max_line + 1)  # room for the CR before LF
         self.max_line = max_line
         self.start = start
+        self.eol = eol
         self._check = check
         self._discarding = False
 
@@ -213,7 +220,7 @@ class LineFramer(Framer):
                 self._drop(len(self._buf) if i < 0 else i)
                 if i < 0:
                     return
-            j = self._buf.find(b"\n")
+            j = self._buf.find(self.eol)
             k = self._find_start(1)
             end = min(p for p in (j, k, len(self._buf)) if p >= 0)
             if end > self.max_size:
@@ -229,12 +236,12 @@ class LineFramer(Framer):
 
     def _skip_rest(self) -> bool:
         """Drop the rest of an over-long line; False if its end is not here yet."""
-        ends = [p for p in (self._buf.find(b"\n"), self._find_start(0)) if p >= 0]
+        ends = [p for p in (self._buf.find(self.eol), self._find_start(0)) if p >= 0]
         if not ends:
             self._drop(len(self._buf), silent=True)
             return False
         end = min(ends)
-        self._drop(end + 1 if self._buf[end : end + 1] == b"\n" else end, silent=True)
+        self._drop(end + 1 if self._buf[end : end + 1] == self.eol else end, silent=True)
         self._discarding = False
         return True
 

@@ -14,6 +14,9 @@ delimiter and field indexes::
     delimiter = ","
     fields = [{name = "level", index = 2, type = "int", scale = 0.1, unit = "cm"}]
 
+Lines end with LF (CR LF too); ``eol = "cr"`` is for sensors that end each
+line with a bare carriage return (a MaxBotix range finder's ``R1234\\r``).
+
 A *frame* sensor sends fixed-size binary frames::
 
     [codec]
@@ -51,7 +54,8 @@ CHECKSUMS: dict[str, int] = {"none": 0, "sum8": 1, "xor8": 1, "crc16-modbus": 2}
 MAX_FRAME = 1024
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", re.ASCII)
 _COMMON = {"kind", "fields"}
-_LINE_KEYS = _COMMON | {"regex", "delimiter", "max_line"}
+_LINE_KEYS = _COMMON | {"regex", "delimiter", "max_line", "eol"}
+EOLS = {"lf": b"\n", "cr": b"\r"}
 _FRAME_KEYS = _COMMON | {"start", "length", "checksum", "checksum_from", "checksum_at"}
 _FRAME_KEYS |= {"checksum_endian", "tail"}
 _FIELD_KEYS = {"name", "unit", "scale", "add", "type"}
@@ -239,19 +243,25 @@ class LineCodec:
     kind = "line"
 
     def __init__(
-        self, fields: list[FieldSpec], regex: re.Pattern[str] | None, delimiter: str, max_line: int
+        self,
+        fields: list[FieldSpec],
+        regex: re.Pattern[str] | None,
+        delimiter: str,
+        max_line: int,
+        eol: bytes = b"\n",
     ) -> None:
         self.fields = fields
         self.regex = regex
         self.delimiter = delimiter
         self.max_line = max_line
+        self.eol = eol
 
     @property
     def units(self) -> dict[str, str]:
         return {f.name: f.unit for f in self.fields}
 
     def framer(self) -> LineFramer:
-        return LineFramer(self.max_line)
+        return LineFramer(self.max_line, eol=self.eol)
 
     def decode(self, line: bytes) -> dict[str, Value]:
         try:
@@ -373,26 +383,27 @@ def _line(chk: _Checker, spec: Mapping[str, Any]) -> LineCodec:
     max_line = chk.int_(spec, "max_line", "", 256, 8)
     if max_line > MAX_FRAME:
         chk.bad("max_line", f"must be at most {MAX_FRAME}", max_line)
+    eol = EOLS[chk.choice(spec, "eol", "", list(EOLS), "lf")]
     regex, delimiter = spec.get("regex"), spec.get("delimiter")
     if (regex is None) == (delimiter is None):
         chk.bad("regex", "give exactly one of regex and delimiter", (regex, delimiter))
-        return LineCodec(fields, None, ",", max_line)
+        return LineCodec(fields, None, ",", max_line, eol)
     if delimiter is not None:
         if not isinstance(delimiter, str) or not delimiter:
             chk.bad("delimiter", "must be a non-empty string", delimiter)
-        return LineCodec(fields, None, str(delimiter) or ",", max_line)
+        return LineCodec(fields, None, str(delimiter) or ",", max_line, eol)
     try:
         pattern = re.compile(regex) if isinstance(regex, str) else None
     except re.error as exc:
         chk.bad("regex", f"does not compile: {exc}", regex)
-        return LineCodec(fields, None, ",", max_line)
+        return LineCodec(fields, None, ",", max_line, eol)
     if pattern is None:
         chk.bad("regex", "must be a string", regex)
-        return LineCodec(fields, None, ",", max_line)
+        return LineCodec(fields, None, ",", max_line, eol)
     for n, f in enumerate(fields):
         if f.group not in pattern.groupindex:
             chk.bad(f"fields[{n}].group", "is not a named group of the regex", f.group)
-    return LineCodec(fields, pattern, ",", max_line)
+    return LineCodec(fields, pattern, ",", max_line, eol)
 
 
 def _frame(chk: _Checker, spec: Mapping[str, Any]) -> FrameCodec:
