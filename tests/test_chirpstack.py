@@ -1,0 +1,173 @@
+"""The ChirpStack MQTT source against a real Mosquitto: v4 uplink events become readings."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import paho.mqtt.publish as publish
+
+from cityedge.config.model import BusConfig, DeviceConfig
+from cityedge.drivers.lorawan.chirpstack import ChirpStackSource, flatten
+from cityedge.profiles import FieldMap
+from tests.peers.forwarder import lora_profile, until
+from tests.peers.modbus import Collector, async_test, running
+from tests.peers.mqtt import Broker
+
+# The shape of ChirpStack v4's "up" event (integration.UplinkEvent, Protobuf JSON
+# mapping), as in chirpstack.io/docs/chirpstack/integrations/events.html, with a
+# decoded object as a device-profile codec yields it.
+EVENT: dict[str, Any] = {
+    "deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
+    "time": "2022-07-18T09:33:28.823500726+00:00",
+    "deviceInfo": {
+        "tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
+        "tenantName": "ChirpStack",
+        "applicationId": "17c82e96-be03-4f38-aef3-f83d48582d97",
+        "applicationName": "Test application",
+        "deviceProfileId": "14855bf7-d10d-4aee-b618-ebfcb64dc7ad",
+        "deviceProfileName": "Test device-profile",
+        "deviceName": "Test device",
+        "devEui": "0101010101010101",
+        "tags": {},
+    },
+    "devAddr": "00189440",
+    "dr": 1,
+    "fCnt": 4,
+    "fPort": 1,
+    "data": "AWcA4QJoUA==",
+    "object": {"temperature": 22.5, "humidity": 40, "battery": {"voltage": 3.61}, "status": "ok"},
+    "rxInfo": [
+        {
+            "gatewayId": "0016c001f153a14c",
+            "uplinkId": 4217106255,
+            "rssi": -97,
+            "snr": 1.5,
+            "context": "E3OWOQ==",
+            "metadata": {"region_common_name": "EU868"},
+        },
+        {
+            "gatewayId": "0016c001f1500812",
+            "uplinkId": 1016422,
+            "rssi": -36,
+            "snr": 10.5,
+            "context": "E3OWOQ==",
+            "metadata": {"region_common_name": "EU868"},
+        },
+    ],
+    "txInfo": {
+        "frequency": 867100000,
+        "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 11, "codeRate": "CR_4_5"}},
+    },
+}
+TOPIC = "application/17c82e96-be03-4f38-aef3-f83d48582d97/device/0101010101010101/event/up"
+PROFILE = lora_profile(
+    "cayenne",  # the codec is ChirpStack's here; the profile only maps the object's keys
+    [
+        FieldMap("temperature", "temperature", unit="Cel"),
+        FieldMap("humidity", "humidity", unit="%"),
+        FieldMap("battery.voltage", "battery_mv", unit="mV", scale=1000),
+    ],
+)
+
+
+def _source(broker: Broker) -> ChirpStackSource:
+    bus = BusConfig(
+        name="cs", type="chirpstack-mqtt", options={"broker": "127.0.0.1", "port": broker.port}
+    )
+    dev = DeviceConfig(
+        id="cs-1",
+        bus="cs",
+        profile_name=PROFILE.name,
+        profile=PROFILE,
+        options={"dev_eui": "0101010101010101"},
+    )
+    return ChirpStackSource(bus, [(dev, "cell-1")], reopen_min_s=0.1, reopen_max_s=0.5)
+
+
+async def _publish(broker: Broker, payload: bytes | str, topic: str = TOPIC) -> None:
+    await asyncio.to_thread(
+        publish.single, topic, payload, qos=1, hostname="127.0.0.1", port=broker.port
+    )
+
+
+def test_flatten_joins_nested_keys() -> None:
+    """Nested objects and lists become dotted keys."""
+    assert dict(flatten({"a": {"b": 1, "c": [5, {"d": 2}]}, "e": "x"})) == {
+        "a.b": 1,
+        "a.c.0": 5,
+        "a.c.1.d": 2,
+        "e": "x",
+    }
+
+
+def test_uplink_event_becomes_readings(broker: Broker) -> None:
+    """A v4 uplink event through Mosquitto: values, units, scale, event time and radio meta."""
+
+    @async_test
+    async def run() -> None:
+        source, sink = _source(broker), Collector()
+        async with running(source, sink):
+            await until(lambda: source.connected, 5.0)
+            await _publish(broker, json.dumps(EVENT))
+            await sink.wait_for(lambda: len(sink.readings) >= 3)
+        got = {r.point: r for r in sink.readings}
+        assert got["temperature"].value == 22.5 and got["temperature"].unit == "Cel"
+        assert got["humidity"].value == 40 and got["battery_mv"].value == 3610.0
+        r = got["temperature"]
+        assert r.ts.isoformat() == "2022-07-18T09:33:28.823500+00:00"
+        assert (r.meta["rssi"], r.meta["snr"], r.meta["gateway"]) == (-36, 10.5, "0016c001f1500812")
+        assert (r.meta["fcnt"], r.meta["fport"], r.meta["freq"]) == (4, 1, 867.1)
+        assert r.device == "cs-1" and r.cell == "cell-1"
+        status = source.status()
+        assert status["devices"]["cs-1"]["unmapped"] == 1  # type: ignore[index]
+
+    run()
+
+
+def test_bad_events_are_counted_and_the_source_keeps_running(broker: Broker) -> None:
+    """Broken JSON, an unknown DevEUI, no object, a redelivered event: counted; good ones flow."""
+
+    @async_test
+    async def run() -> None:
+        source, sink = _source(broker), Collector()
+        stranger = copy.deepcopy(EVENT)
+        stranger["deviceInfo"]["devEui"] = "0202020202020202"
+        stranger["deduplicationId"] = "other"
+        bare = copy.deepcopy(EVENT)
+        del bare["object"]
+        bare["deduplicationId"] = "bare"
+        async with running(source, sink) as task:
+            await until(lambda: source.connected, 5.0)
+            await _publish(broker, b'{"deviceInfo": ')
+            await _publish(broker, json.dumps(stranger))
+            await _publish(broker, json.dumps(bare))
+            await _publish(broker, json.dumps(EVENT))
+            await _publish(broker, json.dumps(EVENT))  # the same deduplicationId again
+            await until(lambda: source.counters["events"] >= 5, 5.0)
+            assert not task.done()
+        assert source.rejected == {"bad_json": 1, "unknown_dev_eui": 1, "no_object": 1}
+        assert len(sink.readings) == 3 and source.counters["duplicates"] == 1
+
+    run()
+
+
+def test_broker_restart_is_survived(broker: Broker) -> None:
+    """The broker goes away and comes back: the source reconnects by itself."""
+
+    @async_test
+    async def run() -> None:
+        source, sink = _source(broker), Collector()
+        async with running(source, sink):
+            await until(lambda: source.connected, 5.0)
+            await asyncio.to_thread(broker.stop)
+            await until(lambda: not source.connected, 5.0)
+            await asyncio.to_thread(broker.start)
+            await until(lambda: source.connected, 10.0)
+            await _publish(broker, json.dumps(EVENT))
+            await sink.wait_for(lambda: len(sink.readings) >= 3)
+        assert source.counters["reconnects"] >= 1
+
+    run()
