@@ -174,8 +174,15 @@ class ChirpStackSource(Source):
 
         client.on_connect = on_connect
         client.on_message = on_message
-        client.on_disconnect = lambda *a: loop.call_soon_threadsafe(gone, f"disconnected: {a[3]}")
-        client.on_connect_fail = lambda *_: loop.call_soon_threadsafe(gone, "connect failed")
+
+        def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+            loop.call_soon_threadsafe(gone, f"disconnected: {rc}")
+
+        def on_connect_fail(_c: mqtt.Client, _u: Any) -> None:
+            loop.call_soon_threadsafe(gone, "connect failed")
+
+        client.on_disconnect = on_disconnect
+        client.on_connect_fail = on_connect_fail
         return client
 
     def _connected(self) -> None:
