@@ -147,9 +147,20 @@ def _zscore() -> DetectorSpec:
     return DetectorSpec(ZScoreDetector, ZScoreBatch)
 
 
+def _cityedge() -> DetectorSpec:
+    # The agent's own detector (agent/anomaly); imported only when chosen, so
+    # the baselines run without onnxruntime.
+    from cityedge.anomaly import nab as agent_nab
+
+    return DetectorSpec(
+        agent_nab.make, agent_nab.make_batch, getattr(agent_nab, "THRESHOLDS", None)
+    )
+
+
 REGISTRY: dict[str, Callable[[], DetectorSpec]] = {
     "null": _null,
     "zscore": _zscore,
+    "cityedge": _cityedge,
 }
 
 
