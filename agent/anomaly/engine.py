@@ -59,7 +59,12 @@ class AnomalyEngine:
         return key in self._streams
 
     def model_of(self, key: Hashable) -> WindowModel:
+        """The model that watches stream ``key``."""
         return self._models[self._streams[key].model_name].model
+
+    def model_of_name(self, model_name: str) -> WindowModel:
+        """The loaded model ``model_name`` (loading it on first use)."""
+        return self._slot(model_name).model
 
     def step(self, batch: Iterable[Reading]) -> list[tuple[Hashable, float]]:
         """Score one tick: at most one reading per stream, in any order.

@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from .engine import AnomalyEngine
+
+# window_novelty does not use time; the batch path skips converting datetime64.
+_NO_TIME = datetime(1970, 1, 1)
 
 DEFAULT_MODEL = "window_novelty"
 
@@ -43,12 +49,21 @@ class BatchDetector:
         for i in range(n):
             self.engine.add_stream(i, model)
 
-    def step_batch(self, timestamps: Sequence[datetime], values: Sequence[float]) -> list[float]:
-        """Scores for stream i's reading ``values[i]``; len must equal ``n``."""
+    def step_batch(
+        self,
+        timestamps: Sequence[datetime] | npt.NDArray[np.datetime64],
+        values: Sequence[float] | npt.NDArray[np.float64],
+        active: Sequence[bool] | npt.NDArray[np.bool_] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """Scores for stream i's reading ``values[i]``; inactive streams are untouched (0)."""
         if len(values) != self.n or len(timestamps) != self.n:
             raise ValueError(f"expected {self.n} readings, got {len(values)}")
-        batch = [(i, timestamps[i], float(values[i])) for i in range(self.n)]
-        return [s for _k, s in self.engine.step(batch)]
+        on = range(self.n) if active is None else [i for i in range(self.n) if active[i]]
+        batch = [(i, _NO_TIME, float(values[i])) for i in on]
+        scores = np.zeros(self.n)
+        for pos, (_key, s) in zip(on, self.engine.step(batch), strict=True):
+            scores[pos] = s
+        return scores
 
 
 def make() -> Detector:
