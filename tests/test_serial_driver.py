@@ -17,7 +17,8 @@ from structlog.testing import capture_logs
 from cityedge.drivers.serial import nmea, pms5003, sds011
 from cityedge.drivers.serial.driver import SerialSensorSource, build_source
 from cityedge.drivers.serial.framing import Frame, LineFramer, Rejection
-from cityedge.errors import ConfigError
+from cityedge.drivers.serial.transport import LineSettings, SerialTransport
+from cityedge.errors import ConfigError, TransientError
 from cityedge.readings import Quality
 from tests.peers.serialpeer import (
     CTX,
@@ -422,3 +423,22 @@ async def test_many_bad_frames_are_logged_in_a_summary(port: SensorPort) -> None
     summary = next(e for e in logs if e["event"] == "frames_rejected")
     assert summary["counts"] == {"bad_checksum": 199}
     assert device_status(source)["errors_total"] == 201
+
+
+async def test_transport_drops_the_oldest_chunk_when_the_reader_stalls(port: SensorPort) -> None:
+    """With the chunk queue full the oldest chunk is dropped and counted; the newest is kept."""
+    bus, _ = sensor(port, "nova/sds011")
+    transport = SerialTransport(LineSettings.from_bus(bus), max_chunks=2)
+    await transport.open()
+    try:
+        for n in range(4):
+            port.write(bytes([n]) * 10)
+            await wait_until(lambda n=n: transport.bytes_in == 10 * (n + 1))
+        assert (transport.overflow_chunks, transport.overflow_bytes) == (2, 20)
+        assert [await transport.read(), await transport.read()] == [b"\x02" * 10, b"\x03" * 10]
+        port.unplug()
+        with pytest.raises(TransientError):
+            await asyncio.wait_for(transport.read(), 2.0)
+    finally:
+        await transport.close()
+    assert not transport.is_open
