@@ -27,6 +27,8 @@ class WindowModel:
     """An ONNX graph from ``window`` float32 [N, W] to ``logit`` float32 [N].
 
     The session is created once and every call scores a whole batch of streams.
+    ``thresholds`` are the alarm levels the model ships with, per NAB cost
+    profile, chosen by its training script on synthetic series.
     Threads are limited to one: the agent runs inference on its own worker
     thread and a gateway has few cores.
     """
@@ -51,6 +53,11 @@ class WindowModel:
                 score_scale=float(meta["score_scale"]),
                 suppress_half_life=float(meta["suppress_half_life"]),
             )
+            self.thresholds = {
+                k.removeprefix("threshold_"): float(v)
+                for k, v in meta.items()
+                if k.startswith("threshold_")
+            }
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}: model metadata incomplete or invalid: {exc}") from exc
 

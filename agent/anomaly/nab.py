@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .engine import AnomalyEngine
+from .model import load_model
 
 # window_novelty does not use time; the batch path skips converting datetime64.
 _NO_TIME = datetime(1970, 1, 1)
@@ -64,6 +65,18 @@ class BatchDetector:
         for pos, (_key, s) in zip(on, self.engine.step(batch), strict=True):
             scores[pos] = s
         return scores
+
+
+def shipped_thresholds(model: str = DEFAULT_MODEL) -> dict[str, float]:
+    """The model's shipped threshold per NAB profile (from its metadata)."""
+    return dict(load_model(default_model_dir(), model).thresholds)
+
+
+def __getattr__(name: str) -> dict[str, float]:
+    # THRESHOLDS is read lazily so importing this module loads no session.
+    if name == "THRESHOLDS":
+        return shipped_thresholds()
+    raise AttributeError(name)
 
 
 def make() -> Detector:

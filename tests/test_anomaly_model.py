@@ -1,0 +1,41 @@
+"""The shipped window_novelty model: reproducible from its script, small, self-describing."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cityedge.anomaly import load_model
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+NAME = "window_novelty"
+
+
+def test_model_is_small_and_carries_its_parameters() -> None:
+    """The .onnx is under 1 MB and its metadata names window, warm-up and thresholds."""
+    path = MODELS / NAME / f"{NAME}.onnx"
+    assert path.stat().st_size < 1_000_000
+    model = load_model(MODELS, NAME)
+    assert model.name == NAME
+    assert model.window == 512
+    assert model.post.warmup > 0
+    assert set(model.thresholds) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+
+
+def test_train_script_reproduces_the_shipped_model(tmp_path: Path) -> None:
+    """Running train.py again gives the committed .onnx byte for byte."""
+    pytest.importorskip("onnx")
+    out = tmp_path / "m.onnx"
+    script = MODELS / NAME / "train.py"
+    subprocess.run(
+        [sys.executable, str(script), "--out", str(out)],
+        check=True,
+        timeout=110,
+        capture_output=True,
+    )
+    shipped = (MODELS / NAME / f"{NAME}.onnx").read_bytes()
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(shipped).digest()
