@@ -619,3 +619,20 @@ def test_arbitrary_text_only_ever_gives_config_errors(fuzz_dir: Path, text: str)
     path = fuzz_dir / "junk.toml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     assert_only_config_errors(path)
+
+
+def test_serial_sensor_bus_rules(tmp_path: Path) -> None:
+    """A serial-sensor bus takes one sensor, and passive mode only for PMS5003 / SDS011."""
+    repo = Path(__file__).resolve().parents[1] / "firmware-profiles"
+    text = (
+        f'profiles_dir = "{repo}"\n'
+        '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
+        '[buses.aq]\ntype = "serial-sensor"\ndevice = "/dev/ttyAMA0"\n'
+        '[[devices]]\nid = "gps"\nbus = "aq"\nprofile = "u-blox/neo-6m"\nsensor_mode = "passive"\n'
+        '[[devices]]\nid = "pm"\nbus = "aq"\nprofile = "plantower/pms5003"\n'
+    )
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(text)
+    _, problems = check_config(cfg)
+    got = {(p.line, p.path) for p in problems}
+    assert got == {(14, "devices[0].sensor_mode"), (17, "devices[1].bus")}, problems

@@ -294,6 +294,7 @@ def _devices(
     """Cross-check devices (ids, buses, profiles) and build the valid ones."""
     cache = ProfileCache()
     seen: dict[str, int] = {}
+    serial_taken: dict[str, int] = {}
     built: list[DeviceConfig] = []
     for n, dev in enumerate(items):
         if dev is None:
@@ -309,6 +310,13 @@ def _devices(
         profile = _device_profile(ctx, key, dev, pdir, cache)
         if profile is not None and bus is not None:
             _check_protocol(ctx, key, bus, profile)
+            if bus.get("type") == "serial-sensor":
+                _check_serial(ctx, key, dev, profile)
+                if dev.get("bus") in serial_taken:
+                    line = serial_taken[dev["bus"]]
+                    ctx.report((*key, "bus"), f"a serial-sensor bus carries one sensor; "
+                               f"this one already has the device at line {line}")  # fmt: skip
+                serial_taken.setdefault(str(dev.get("bus")), ctx.line(key))
         if len(ctx.problems) == before and profile is not None and bus is not None:
             built.append(_device(ctx, key, dev, profile))
     return built
@@ -319,6 +327,12 @@ def _check_protocol(ctx: Context, key: Key, bus: dict[str, Any], profile: Any) -
     if wanted is not None and profile.protocol != wanted:
         message = f"a {profile.protocol} profile cannot run on a {bus.get('type')} bus"
         ctx.report((*key, "profile"), message, f"a {wanted} profile", profile.name)
+
+
+def _check_serial(ctx: Context, key: Key, dev: dict[str, Any], profile: Any) -> None:
+    if dev.get("sensor_mode") == "passive" and profile.codec not in ("pms5003", "sds011"):
+        ctx.report((*key, "sensor_mode"), "passive mode is for PMS5003 and SDS011 sensors",
+                   "active, or leave it out", "passive")  # fmt: skip
 
 
 def _validate_devices(
