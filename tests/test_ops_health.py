@@ -1,0 +1,105 @@
+"""The health message: devices, completeness, alerts, outbox, clock and versions per period."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from cityedge.health import SCHEMA, build_health
+
+
+def snapshot(uptime_s: float, polls: tuple[int, int], **extra: Any) -> dict[str, Any]:
+    """A status snapshot with two 10 s devices on one bus (pump-2 down) and one push device."""
+    snap: dict[str, Any] = {
+        "gateway": "gw-1",
+        "site": "mitte",
+        "version": "0.3.0",
+        "uptime_s": uptime_s,
+        "models": {"window_novelty": "2024.1"},
+        "clock": {"ok": True, "source": "kernel"},
+        "sources": {
+            "modbus:field": {
+                "devices": {
+                    "meter-1": {"polls": polls[0], "poll_interval_s": 10, "state": "ok"},
+                    "pump-2": {"polls": polls[1], "poll_interval_s": 10, "state": "down"},
+                }
+            },
+            "ble:yard": {"devices": {"tag-9": {"received": 3}}},
+        },
+        "outbox": {
+            "readings_waiting": 12,
+            "bytes_waiting": 900,
+            "bound_bytes": 1 << 20,
+            "counters": {"dropped_telemetry": 5},
+        },
+        "uplink": {
+            "state": "connected",
+            "reconnects": 1,
+            "batches_acked": 10,
+            "readings_acked": 100,
+        },
+        "alerts": {"raised": {"blue": 2, "red": 1}, "active": {"red": 1}},
+    }
+    snap.update(extra)
+    return snap
+
+
+def test_first_message_counts_since_start() -> None:
+    """Without a previous snapshot the period is the uptime."""
+    h = build_health(snapshot(600, (60, 30)), now=datetime(2025, 1, 1, tzinfo=UTC))
+    assert h["kind"] == "health" and h["schema"] == SCHEMA
+    assert h["ts"] == "2025-01-01T00:00:00.000000Z"
+    assert h["period_s"] == 600
+    assert h["devices"] == {"total": 3, "healthy": 2, "down": ["pump-2"]}
+    c = h["completeness"]["devices"]
+    assert c["meter-1"] == {"received": 60, "expected": 60, "ratio": 1.0}
+    assert c["pump-2"] == {"received": 30, "expected": 60, "ratio": 0.5}
+    assert c["tag-9"] == {"received": 3, "expected": None, "ratio": None}
+    assert h["completeness"]["overall"] == 0.75
+    assert h["alerts"] == {"active": {"blue": 0, "yellow": 0, "red": 1},
+                           "raised": {"blue": 2, "yellow": 0, "red": 1}}  # fmt: skip
+    assert h["outbox"]["dropped"] == {"alert": 0, "event": 0, "telemetry": 5}
+    assert h["software"] == {"version": "0.3.0"} and h["models"] == {"window_novelty": "2024.1"}
+    assert h["clock"] == {"ok": True, "source": "kernel"}
+    json.dumps(h)  # ready to publish
+
+
+def test_period_deltas_from_previous_snapshot() -> None:
+    """With a previous snapshot, counts are the differences over the period."""
+    before = snapshot(600, (60, 30))
+    after = snapshot(1200, (120, 30))
+    after["alerts"] = {"raised": {"blue": 3, "red": 1}, "active": {}}
+    after["outbox"]["counters"] = {"dropped_telemetry": 9, "dropped_event": 1}
+    after["uplink"]["reconnects"] = 4
+    h = build_health(after, before)
+    assert h["period_s"] == 600
+    assert h["completeness"]["devices"]["meter-1"]["ratio"] == 1.0
+    assert h["completeness"]["devices"]["pump-2"] == {"received": 0, "expected": 60, "ratio": 0.0}
+    assert h["alerts"]["raised"] == {"blue": 1, "yellow": 0, "red": 0}
+    assert h["outbox"]["dropped"] == {"alert": 0, "event": 1, "telemetry": 4}
+    assert h["uplink"]["reconnects"] == 3
+
+
+def test_restart_between_snapshots_and_new_devices() -> None:
+    """A lower uptime than before means a restart: count from start; new devices from zero."""
+    before = snapshot(5000, (500, 400))
+    after = snapshot(100, (10, 0))
+    after["sources"]["modbus:field"]["devices"]["new-3"] = {"polls": 5, "poll_interval_s": 10}
+    h = build_health(after, before)
+    assert h["period_s"] == 100
+    assert h["completeness"]["devices"]["meter-1"]["ratio"] == 1.0
+    assert h["completeness"]["devices"]["new-3"] == {"received": 5, "expected": 10, "ratio": 0.5}
+
+
+def test_pure_and_tolerant() -> None:
+    """The snapshot is not modified; an empty one still gives a well-formed message."""
+    snap = snapshot(60, (6, 6))
+    kept = copy.deepcopy(snap)
+    build_health(snap)
+    assert snap == kept
+    h = build_health({})
+    assert h["devices"] == {"total": 0, "healthy": 0, "down": []}
+    assert h["completeness"] == {"overall": None, "devices": {}}
+    assert "ts" not in h
