@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +10,23 @@ import pytest
 from asyncua.ua.status_codes import StatusCodes
 
 from cityedge.config.model import DeviceConfig
+from cityedge.config.profile_loader import load_profile
 from cityedge.drivers.opcua.client import Settings
 from cityedge.drivers.opcua.source import OpcUaSource
 from cityedge.profiles import FieldMap
 from cityedge.readings import Quality, Reading
-from tests.peers.modbus import Collector, async_test, free_port
-from tests.peers.opcua import PUMP_FIELDS, OpcUaPeer, opcua_bus, pump_device, pump_profile
-
-
-async def wait_until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-def values(col: Collector, point: str, good: bool = True) -> list[Any]:
-    return [r.value for r in col.readings
-            if r.point == point and (r.quality is Quality.GOOD) == good]  # fmt: skip
+from tests.peers.modbus import async_test, free_port
+from tests.peers.opcua import (
+    PUMP_FIELDS,
+    OpcUaPeer,
+    opcua_bus,
+    pump_device,
+    pump_profile,
+    running,
+    serving,
+    values,
+    wait_until,
+)
 
 
 def make_source(
@@ -42,26 +37,6 @@ def make_source(
     devs = devices or [pump_device(poll_interval_s=0.1)]
     return OpcUaSource(bus, [(d, "cell-1") for d in devs], settings,
                        reopen_min_s=0.2, reopen_max_s=0.5)  # fmt: skip
-
-
-@asynccontextmanager
-async def running(source: OpcUaSource) -> AsyncIterator[Collector]:
-    col = Collector()
-    task = asyncio.create_task(source.run(col))
-    try:
-        yield col
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-@asynccontextmanager
-async def serving(peer: OpcUaPeer) -> AsyncIterator[OpcUaPeer]:
-    await peer.start()
-    try:
-        yield peer
-    finally:
-        await peer.stop()
 
 
 @async_test
@@ -94,7 +69,9 @@ async def test_values_by_node_id_and_browse_path_with_status_mapping(tmp_path: P
     async with serving(OpcUaPeer(free_port())) as peer:
         source = make_source(peer.url, tmp_path)
         async with running(source) as col:
-            await wait_until(lambda: {r.point for r in col.readings} >= {p.name for p in PUMP_FIELDS})
+            await wait_until(
+                lambda: {r.point for r in col.readings} >= {p.name for p in PUMP_FIELDS}
+            )
             await peer.set("Counter", 7)
             await peer.set("Pressure", 2.5, StatusCodes.UncertainLastUsableValue)
             await wait_until(lambda: 7 in values(col, "counter"))
@@ -146,7 +123,9 @@ async def test_unknown_node_is_reported_bad_and_others_still_flow(tmp_path: Path
     async with serving(OpcUaPeer(free_port())) as peer:
         source = make_source(peer.url, tmp_path, [pump_device(pump_profile(fields))])
         async with running(source) as col:
-            await wait_until(lambda: {"nope", "missing", "speed"} <= {r.point for r in col.readings})
+            await wait_until(
+                lambda: {"nope", "missing", "speed"} <= {r.point for r in col.readings}
+            )
             status = source.status()
     bad = {r.point: r.reason for r in col.readings if r.quality is Quality.BAD}
     assert bad == {"nope": "BadNoMatch", "missing": "BadNodeIdUnknown"}
@@ -168,7 +147,7 @@ async def test_server_restart_restores_subscription(tmp_path: Path) -> None:
             await wait_until(lambda: "unreachable" in {r.reason for r in col.readings})
             await asyncio.sleep(0.8)  # several reconnect attempts while it is down
             await peer.start()
-            await wait_until(lambda: source.connected, timeout=8)
+            await wait_until(lambda: source.connected, within_s=8)
             await peer.set("Speed", 2.0)
             await wait_until(lambda: 2.0 in values(col, "speed"))
             status = source.status()
@@ -221,3 +200,19 @@ async def test_clean_shutdown_leaves_nothing_running(tmp_path: Path) -> None:
     left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
     assert not left, left
     assert all(isinstance(r, Reading) for r in col.readings)
+
+
+@async_test
+async def test_published_server_status_profile_reads_from_a_real_server(tmp_path: Path) -> None:
+    """The opcfoundation/server-status profile loads and every node reads from a real server."""
+    profile = load_profile(Path(__file__).parent.parent / "firmware-profiles",
+                           "opcfoundation/server-status")  # fmt: skip
+    async with serving(OpcUaPeer(free_port())) as peer:
+        source = make_source(peer.url, tmp_path, [pump_device(profile, "plc1")])
+        async with running(source) as col:
+            names = {f.name for f in profile.fields}
+            await wait_until(lambda: names <= {r.point for r in col.readings})
+    first = {r.point: r for r in reversed(col.readings)}
+    assert (first["server_state"].value, first["server_state"].quality) == (0, Quality.GOOD)
+    assert first["manufacturer"].value == "FreeOpcUa"
+    assert first["service_level"].value == 255

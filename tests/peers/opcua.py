@@ -19,6 +19,9 @@ put in ``trusted_clients``.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +39,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.opcua.certs import make_certificate
+from cityedge.drivers.opcua.source import OpcUaSource
 from cityedge.profiles import FieldMap, Profile, WriteRange
+from cityedge.readings import Quality
+from tests.peers.modbus import Collector
 
 NS_URI = "urn:cityedge:test"
 SERVER_URI = "urn:cityedge:test:server"
@@ -151,7 +157,9 @@ class OpcUaPeer:
             self.nodes[name] = node
         await self.nodes["Setpoint"].set_writable()
         self.nodes["Counter"] = await objects.add_variable(
-            ua.NodeId(1001, ns), ua.QualifiedName("Counter", ns), ua.Variant(0, ua.VariantType.UInt32)
+            ua.NodeId(1001, ns),
+            ua.QualifiedName("Counter", ns),
+            ua.Variant(0, ua.VariantType.UInt32),
         )
         bad = ua.DataValue(
             ua.Variant(0.0, ua.VariantType.Double),
@@ -211,10 +219,47 @@ def pump_profile(fields: tuple[FieldMap, ...] = PUMP_FIELDS) -> Profile:
 
 
 def opcua_bus(url: str, **options: Any) -> BusConfig:
-    return BusConfig(name="plc", type="opcua", timeout_s=2.0,
-                     options={"endpoint": url, "publishing_interval_ms": 50, **options})  # fmt: skip
+    opts = {"endpoint": url, "publishing_interval_ms": 50, **options}
+    return BusConfig(name="plc", type="opcua", timeout_s=2.0, options=opts)
 
 
 def pump_device(profile: Profile | None = None, dev_id: str = "pump1", **kw: Any) -> DeviceConfig:
     prof = profile or pump_profile()
     return DeviceConfig(id=dev_id, bus="plc", profile_name=prof.name, profile=prof, **kw)
+
+
+# -- test helpers -------------------------------------------------------------
+
+
+async def wait_until(pred: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Poll ``pred`` every 20 ms; fail after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def values(col: Collector, point: str, good: bool = True) -> list[Any]:
+    return [r.value for r in col.readings
+            if r.point == point and (r.quality is Quality.GOOD) == good]  # fmt: skip
+
+
+@asynccontextmanager
+async def running(source: OpcUaSource) -> AsyncIterator[Collector]:
+    col = Collector()
+    task = asyncio.create_task(source.run(col))
+    try:
+        yield col
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@asynccontextmanager
+async def serving(peer: OpcUaPeer) -> AsyncIterator[OpcUaPeer]:
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()
