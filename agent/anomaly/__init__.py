@@ -22,7 +22,7 @@ Contract:
   stream's recent largest score (decaying), so one event alarms at its onset
   and not on every following reading.
 * **Compact state.** Per stream: the window (float32, W values) and four
-  scalars, ``StreamTable.bytes_per_stream(W)`` bytes (4,128 for W = 1024).
+  scalars, ``StreamTable.bytes_per_stream(W)`` bytes (2,080 for W = 512).
 * Non-finite readings score 0 and leave the state unchanged.
 
 The NAB harness factories are :func:`cityedge.anomaly.nab.make` and
