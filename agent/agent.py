@@ -141,9 +141,12 @@ class Agent:
             log.warning("uplink_stop_timeout")
 
     def _on_sighup(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.reload("sighup"))
+        task = asyncio.get_running_loop().create_task(self._reload_quietly("sighup"))
         self._command_tasks.add(task)
         task.add_done_callback(self._command_tasks.discard)
+
+    async def _reload_quietly(self, reason: str) -> None:
+        await self.reload(reason)
 
     async def _watch_config(self, every_s: float = 5.0) -> None:
         """Reload when the config file changes (its size, time or content)."""
