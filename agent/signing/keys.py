@@ -249,8 +249,15 @@ def init(
     if not (key_dir / "salt").exists():
         _write(key_dir / "salt", secrets.token_bytes(SALT_SIZE), 0o600)
     key = _store(key_dir, machine_id_file, algorithm, pkcs11)
+    _close(key)
     _activate(key_dir, key.key_id)
     return _record(key_dir, key.key_id.hex(), active=True)
+
+
+def _close(key: SigningKey) -> None:
+    close = getattr(key, "close", None)  # a token session
+    if close is not None:
+        close()
 
 
 def active_key_id(key_dir: Path) -> str:
@@ -343,18 +350,24 @@ def rotate(
     picks the new key up by itself (it watches ``current``).
     """
     old = load_active(key_dir, machine_id_file=machine_id_file, pkcs11=pkcs11)
-    new = _store(key_dir, machine_id_file, check_algorithm(algorithm or old.algorithm), pkcs11)
-    created = int(time.time())
-    signed = rotation_signed_part(old.algorithm, old.key_id, new.public, created)
-    digest = digest_of(signed)
-    stmt = RotationStatement(
-        old.algorithm,
-        old.key_id,
-        new.public,
-        created,
-        old.sign_digest(digest),
-        new.sign_digest(digest),
-    )
+    try:
+        new = _store(key_dir, machine_id_file, check_algorithm(algorithm or old.algorithm), pkcs11)
+        try:
+            created = int(time.time())
+            signed = rotation_signed_part(old.algorithm, old.key_id, new.public, created)
+            digest = digest_of(signed)
+            stmt = RotationStatement(
+                old.algorithm,
+                old.key_id,
+                new.public,
+                created,
+                old.sign_digest(digest),
+                new.sign_digest(digest),
+            )
+        finally:
+            _close(new)
+    finally:
+        _close(old)
     n = len(list((key_dir / "rotations").glob("*.rot"))) + 1
     name = f"{n:04d}-{new.key_id.hex()[:16]}.rot"
     _write(key_dir / "rotations" / name, stmt.encode(), 0o644)

@@ -60,7 +60,11 @@ def _session(cfg: Pkcs11Config) -> Any:
             _libs[cfg.module] = lib
     try:
         token = lib.get_token(token_label=cfg.token_label)
-        return token.open(user_pin=cfg.pin, rw=True)
+        try:
+            return token.open(user_pin=cfg.pin, rw=True)
+        except p11.exceptions.UserAlreadyLoggedIn:
+            # The login is per process, shared by its sessions (PKCS#11 §5.6).
+            return token.open(rw=True)
     except Exception as exc:
         raise Pkcs11Error(f"cannot open token {cfg.token_label!r}: {exc!r}") from exc
 
