@@ -47,7 +47,7 @@ def bench(model: str, streams: int, ticks: int, warm: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="window_novelty")
+    ap.add_argument("--model", default="block_novelty")
     ap.add_argument("--streams", default="1,38,100,1000")
     ap.add_argument("--ticks", type=int, default=200)
     args = ap.parse_args()

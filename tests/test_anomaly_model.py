@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cityedge.anomaly import load_model
+from cityedge.anomaly import BlockModel, load_model
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 NAME = "window_novelty"
@@ -38,4 +38,34 @@ def test_train_script_reproduces_the_shipped_model(tmp_path: Path) -> None:
         capture_output=True,
     )
     shipped = (MODELS / NAME / f"{NAME}.onnx").read_bytes()
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(shipped).digest()
+
+
+BLOCK = "block_novelty"
+
+
+def test_block_model_is_small_and_carries_its_parameters() -> None:
+    """block_novelty: kind, block, length, memory, warm-up and shipped thresholds."""
+    path = MODELS / BLOCK / f"{BLOCK}.onnx"
+    assert path.stat().st_size < 100_000
+    model = load_model(MODELS, BLOCK)
+    assert isinstance(model, BlockModel)
+    assert model.name == BLOCK
+    assert model.window == model.block * model.memory
+    assert model.memory >= 2 * model.length
+    assert model.post.warmup > 0
+    assert set(model.thresholds) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+
+
+def test_block_train_script_reproduces_the_shipped_model(tmp_path: Path) -> None:
+    """Running block_novelty/train.py again gives the committed .onnx byte for byte."""
+    pytest.importorskip("onnx")
+    out = tmp_path / "m.onnx"
+    subprocess.run(
+        [sys.executable, str(MODELS / BLOCK / "train.py"), "--out", str(out)],
+        check=True,
+        timeout=110,
+        capture_output=True,
+    )
+    shipped = (MODELS / BLOCK / f"{BLOCK}.onnx").read_bytes()
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(shipped).digest()

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityedge.anomaly import AnomalyEngine, StreamTable
-from cityedge.anomaly.nab import make, make_batch
+from cityedge.anomaly import AnomalyEngine, BlockModel, BlockTable, StreamTable
+from cityedge.anomaly.nab import DEFAULT_MODEL, make, make_batch
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MODEL = "window_novelty"
+BLOCK_MODEL = "block_novelty"
 T0 = datetime(2024, 1, 1)
+both = pytest.mark.parametrize("model", [MODEL, BLOCK_MODEL])
 
 
 def series(n: int, seed: int) -> np.ndarray:
@@ -23,27 +25,29 @@ def series(n: int, seed: int) -> np.ndarray:
     return 50 + 10 * np.sin(2 * np.pi * t / 96) + rng.normal(0, 1, n)
 
 
-def run_one(values: np.ndarray) -> list[float]:
+def run_one(values: np.ndarray, model: str = MODEL) -> list[float]:
     engine = AnomalyEngine(MODELS)
-    engine.add_stream("s", MODEL)
+    engine.add_stream("s", model)
     step = timedelta(minutes=5)
     return [engine.step([("s", T0 + i * step, float(v))])[0][1] for i, v in enumerate(values)]
 
 
-def test_score_does_not_depend_on_future_values() -> None:
+@both
+def test_score_does_not_depend_on_future_values(model: str) -> None:
     """Scores up to t are identical whatever the readings after t are."""
     a = series(700, 1)
     b = a.copy()
     b[500:] += 1000.0  # a wild future
-    sa, sb = run_one(a), run_one(b)
+    sa, sb = run_one(a, model), run_one(b, model)
     assert sa[:500] == sb[:500]
     assert sa[500:] != sb[500:]
 
 
-def test_warm_up_raises_no_alarm() -> None:
+@both
+def test_warm_up_raises_no_alarm(model: str) -> None:
     """A new stream scores 0 during warm-up, even on wild readings."""
     engine = AnomalyEngine(MODELS)
-    engine.add_stream("s", MODEL)
+    engine.add_stream("s", model)
     warmup = engine.model_of("s").post.warmup
     rng = np.random.default_rng(2)
     wild = rng.normal(0, 1, warmup) * 10.0 ** rng.integers(0, 6, warmup)
@@ -60,15 +64,16 @@ def test_spike_after_warm_up_scores_high() -> None:
     assert s[800] > 2 * max(s[:800])
 
 
-def test_batched_equals_one_at_a_time() -> None:
+@both
+def test_batched_equals_one_at_a_time(model: str) -> None:
     """Scoring streams together in one tick gives the scores they get alone."""
     n, length = 5, 400
     data = [series(length, 10 + k) for k in range(n)]
     data[2][300] += 100.0
-    alone = [run_one(d) for d in data]
+    alone = [run_one(d, model) for d in data]
     engine = AnomalyEngine(MODELS)
     for k in range(n):
-        engine.add_stream(k, MODEL)
+        engine.add_stream(k, model)
     together: list[list[float]] = [[] for _ in range(n)]
     for i in range(length):
         # Streams arrive in a different order every tick, and stream 4 skips odd ticks.
@@ -80,13 +85,14 @@ def test_batched_equals_one_at_a_time() -> None:
         np.testing.assert_allclose(together[k], alone[k], rtol=1e-6, atol=1e-9)
 
 
-def test_skipped_streams_keep_their_state() -> None:
+@both
+def test_skipped_streams_keep_their_state(model: str) -> None:
     """A stream absent from a tick is untouched: its scores are those it gets alone."""
     x, y = series(300, 20), series(600, 21)
-    alone = run_one(x)
+    alone = run_one(x, model)
     engine = AnomalyEngine(MODELS)
-    engine.add_stream("x", MODEL)
-    engine.add_stream("y", MODEL)
+    engine.add_stream("x", model)
+    engine.add_stream("y", model)
     got = []
     xi = 0
     for i in range(600):
@@ -100,12 +106,13 @@ def test_skipped_streams_keep_their_state() -> None:
     np.testing.assert_allclose(got, alone, rtol=1e-6, atol=1e-9)
 
 
-def test_non_finite_reading_scores_zero_and_changes_nothing() -> None:
+@both
+def test_non_finite_reading_scores_zero_and_changes_nothing(model: str) -> None:
     """NaN and inf score 0 and leave the stream as if they never came."""
     x = series(400, 4)
-    clean = run_one(x)
+    clean = run_one(x, model)
     engine = AnomalyEngine(MODELS)
-    engine.add_stream("s", MODEL)
+    engine.add_stream("s", model)
     got = []
     for i, v in enumerate(x):
         if i in (200, 350):
@@ -113,6 +120,37 @@ def test_non_finite_reading_scores_zero_and_changes_nothing() -> None:
             assert engine.step([("s", T0, math.inf)]) == [("s", 0.0)]
         got.append(engine.step([("s", T0, float(v))])[0][1])
     assert got == clean
+
+
+def test_spike_scores_high_in_block_model() -> None:
+    """The block model flags a large spike when the spike's block completes."""
+    x = series(2400, 3)
+    x[2000] += 80.0
+    s = run_one(x, BLOCK_MODEL)
+    top = int(np.argmax(s))
+    assert 2000 <= top < 2006
+    assert s[top] > 2 * max(s[500:2000])
+
+
+def test_block_model_scores_only_completed_blocks() -> None:
+    """Readings that do not complete a block score 0."""
+    s = run_one(series(1200, 8) * np.linspace(1, 3, 1200), BLOCK_MODEL)
+    assert all(v == 0.0 for i, v in enumerate(s) if (i + 1) % 6)
+
+
+def test_block_state_per_stream_is_a_few_kilobytes() -> None:
+    """One block-model stream costs its memory and ten scalars: at most 8 kB."""
+    engine = AnomalyEngine(MODELS)
+    per = engine.state_bytes_per_stream(BLOCK_MODEL)
+    assert per <= 8 * 1024
+    model = engine.model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    table = BlockTable(memory=model.memory, capacity=64)
+    assert sum(a.nbytes for a in table.arrays()) == 64 * per
+
+
+def test_nab_factories_use_the_block_model() -> None:
+    assert DEFAULT_MODEL == BLOCK_MODEL
 
 
 def test_state_per_stream_is_a_few_kilobytes() -> None:
@@ -125,17 +163,18 @@ def test_state_per_stream_is_a_few_kilobytes() -> None:
     assert sum(a.nbytes for a in arrays) == 64 * per
 
 
-def test_streams_come_and_go() -> None:
+@both
+def test_streams_come_and_go(model: str) -> None:
     """Removed streams free their row; a re-added stream starts fresh (warm-up again)."""
     engine = AnomalyEngine(MODELS)
     for k in range(40):  # forces the table to grow
-        engine.add_stream(k, MODEL)
+        engine.add_stream(k, model)
     with pytest.raises(KeyError):
-        engine.add_stream(3, MODEL)
+        engine.add_stream(3, model)
     engine.remove_stream(3)
-    engine.add_stream(3, MODEL)
+    engine.add_stream(3, model)
     assert engine.has_stream(3)
-    assert run_one(series(200, 5)) == [
+    assert run_one(series(200, 5), model) == [
         s for _k, s in (engine.step([(3, T0, float(v))])[0] for v in series(200, 5))
     ]
 

@@ -29,12 +29,16 @@ The NAB harness factories are :func:`cityedge.anomaly.nab.make` and
 :func:`cityedge.anomaly.nab.make_batch`.
 """
 
+from .block import BlockTable
 from .engine import AnomalyEngine, Reading, StreamInfo
-from .model import PostParams, WindowModel, load_model
+from .model import AnyModel, BlockModel, PostParams, WindowModel, load_model
 from .state import StreamTable
 
 __all__ = [
     "AnomalyEngine",
+    "AnyModel",
+    "BlockModel",
+    "BlockTable",
     "PostParams",
     "Reading",
     "StreamInfo",

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import WindowModel, load_model
+from .block import BlockTable, score_block_rows
+from .model import AnyModel, BlockModel, load_model
 from .post import score_rows
 from .state import StreamTable
 
@@ -19,8 +20,8 @@ Reading = tuple[Hashable, datetime, float]
 
 @dataclass
 class _ModelSlot:
-    model: WindowModel
-    table: StreamTable
+    model: AnyModel
+    table: StreamTable | BlockTable
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,11 @@ class AnomalyEngine:
     def has_stream(self, key: Hashable) -> bool:
         return key in self._streams
 
-    def model_of(self, key: Hashable) -> WindowModel:
+    def model_of(self, key: Hashable) -> AnyModel:
         """The model that watches stream ``key``."""
         return self._models[self._streams[key].model_name].model
 
-    def model_of_name(self, model_name: str) -> WindowModel:
+    def model_of_name(self, model_name: str) -> AnyModel:
         """The loaded model ``model_name`` (loading it on first use)."""
         return self._slot(model_name).model
 
@@ -95,19 +96,32 @@ class AnomalyEngine:
 
     def _score(self, slot: _ModelSlot, rows: Sequence[int], values: Sequence[float]) -> list[float]:
         r = np.asarray(rows, dtype=np.intp)
-        v = np.asarray(values, dtype=np.float32)
-        windows = slot.table.push(r, v)
-        raw = slot.model.run(windows)
-        return [float(s) for s in score_rows(slot.table, r, raw, slot.model.post)]
+        model, table = slot.model, slot.table
+        if isinstance(model, BlockModel):
+            assert isinstance(table, BlockTable)
+            v64 = np.asarray(values, dtype=np.float64)
+            return [float(s) for s in score_block_rows(model, table, r, v64)]
+        assert isinstance(table, StreamTable)
+        windows = table.push(r, np.asarray(values, dtype=np.float32))
+        raw = model.run(windows)
+        return [float(s) for s in score_rows(table, r, raw, model.post)]
 
     def _slot(self, model_name: str) -> _ModelSlot:
         slot = self._models.get(model_name)
         if slot is None:
             model = load_model(self.model_dir, model_name)
-            slot = _ModelSlot(model, StreamTable(model.window))
+            table: StreamTable | BlockTable
+            if isinstance(model, BlockModel):
+                table = BlockTable(model.memory)
+            else:
+                table = StreamTable(model.window)
+            slot = _ModelSlot(model, table)
             self._models[model_name] = slot
         return slot
 
     def state_bytes_per_stream(self, model_name: str) -> int:
         """State one stream of ``model_name`` costs, in bytes."""
-        return StreamTable.bytes_per_stream(self._slot(model_name).model.window)
+        model = self._slot(model_name).model
+        if isinstance(model, BlockModel):
+            return BlockTable.bytes_per_stream(model.memory)
+        return StreamTable.bytes_per_stream(model.window)

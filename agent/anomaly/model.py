@@ -1,4 +1,13 @@
-"""One ONNX window model: the session (loaded once) and the parameters in its metadata."""
+"""ONNX anomaly models: the session (loaded once) and the parameters in its metadata.
+
+Two kinds, told apart by the ``kind`` metadata entry (``window`` when absent):
+
+* ``window`` (:class:`WindowModel`): float32 ``window`` [N, W] -> ``logit`` [N],
+  called for every reading (``window_novelty``).
+* ``block`` (:class:`BlockModel`): float32 ``memory`` [N, M, 3] -> ``novelty``
+  [N], called only for the streams whose block of readings just completed
+  (``block_novelty``).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +23,11 @@ FloatArray = npt.NDArray[np.float32]
 
 @dataclass(frozen=True)
 class PostParams:
-    """How raw model outputs become scores; read from the model's metadata."""
+    """How raw model outputs become scores; read from the model's metadata.
+
+    For a block model ``stats_alpha``, ``stats_min_count`` and
+    ``suppress_half_life`` count blocks, ``warmup`` counts readings.
+    """
 
     warmup: int
     stats_alpha: float
@@ -23,28 +36,26 @@ class PostParams:
     suppress_half_life: float
 
 
-class WindowModel:
-    """An ONNX graph from ``window`` float32 [N, W] to ``logit`` float32 [N].
+def _session(path: Path) -> ort.InferenceSession:
+    # One thread: the agent runs inference on its own worker and a gateway has few cores.
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
-    The session is created once and every call scores a whole batch of streams.
-    ``thresholds`` are the alarm levels the model ships with, per NAB cost
-    profile, chosen by its training script on synthetic series.
-    Threads are limited to one: the agent runs inference on its own worker
-    thread and a gateway has few cores.
-    """
 
-    def __init__(self, path: Path) -> None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
+class _OnnxModel:
+    """Common part: session, name, version, post-processing and shipped thresholds."""
+
+    kind = "window"
+
+    def __init__(self, path: Path, session: ort.InferenceSession | None = None) -> None:
         self.path = path
-        self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = session if session is not None else _session(path)
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
-            self.name = meta["name"]
-            self.version = meta["version"]
+            self.name: str = meta["name"]
+            self.version: str = meta["version"]
             self.window = int(meta["window"])
             self.post = PostParams(
                 warmup=int(meta["warmup"]),
@@ -58,8 +69,23 @@ class WindowModel:
                 for k, v in meta.items()
                 if k.startswith("threshold_")
             }
+            self._read_meta(meta)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}: model metadata incomplete or invalid: {exc}") from exc
+
+    def _read_meta(self, meta: dict[str, str]) -> None:
+        """Kind-specific metadata (none for window models)."""
+
+
+class WindowModel(_OnnxModel):
+    """An ONNX graph from ``window`` float32 [N, W] to ``logit`` float32 [N].
+
+    The session is created once and every call scores a whole batch of streams.
+    ``thresholds`` are the alarm levels the model ships with, per NAB cost
+    profile, chosen by its training script on synthetic series.
+    """
+
+    kind = "window"
 
     def run(self, windows: FloatArray) -> FloatArray:
         """Raw logits for a batch of windows (one session call)."""
@@ -67,9 +93,45 @@ class WindowModel:
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
-def load_model(model_dir: Path, model_name: str) -> WindowModel:
-    """Load ``<model_dir>/<model_name>/<model_name>.onnx``."""
+class BlockModel(_OnnxModel):
+    """An ONNX graph from ``memory`` float32 [N, M, 3] to ``novelty`` float32 [N].
+
+    Each stream's readings are grouped in blocks of ``block`` readings; a
+    block is summarised by its mean, maximum and minimum, and the last
+    ``memory`` block summaries are the stream's memory (oldest first). The
+    graph returns, per stream, the RMS distance from the last ``length``
+    blocks to the nearest earlier, non-overlapping run of ``length`` blocks
+    in the memory. ``window`` (metadata) is ``block * memory``, the readings
+    the memory spans.
+    """
+
+    kind = "block"
+
+    def _read_meta(self, meta: dict[str, str]) -> None:
+        self.block = int(meta["block"])
+        self.length = int(meta["length"])
+        self.memory = int(meta["memory"])
+        if self.block < 1 or self.length < 1 or self.memory < 2 * self.length:
+            raise ValueError("block, length, memory out of range")
+
+    def run(self, memory: FloatArray) -> FloatArray:
+        """Nearest-shape distances for a batch of memories (one session call)."""
+        out = self.session.run(["novelty"], {"memory": memory})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+AnyModel = WindowModel | BlockModel
+
+
+def load_model(model_dir: Path, model_name: str) -> AnyModel:
+    """Load ``<model_dir>/<model_name>/<model_name>.onnx`` (either kind)."""
     path = model_dir / model_name / f"{model_name}.onnx"
     if not path.is_file():
         raise FileNotFoundError(f"anomaly model {model_name!r} not found: {path}")
-    return WindowModel(path)
+    session = _session(path)
+    kind = session.get_modelmeta().custom_metadata_map.get("kind", "window")
+    if kind == "block":
+        return BlockModel(path, session)
+    if kind == "window":
+        return WindowModel(path, session)
+    raise ValueError(f"{path}: unknown model kind {kind!r}")

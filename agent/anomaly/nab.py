@@ -17,10 +17,10 @@ import numpy.typing as npt
 from .engine import AnomalyEngine
 from .model import load_model
 
-# window_novelty does not use time; the batch path skips converting datetime64.
+# The shipped models do not use time; the batch path skips converting datetime64.
 _NO_TIME = datetime(1970, 1, 1)
 
-DEFAULT_MODEL = "window_novelty"
+DEFAULT_MODEL = "block_novelty"
 
 
 def default_model_dir() -> Path:

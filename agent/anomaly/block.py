@@ -1,0 +1,151 @@
+"""State and scoring for block models (``block_novelty``): memories of block summaries.
+
+A stream's readings are grouped in blocks of ``s`` readings. Each completed
+block adds its (mean, maximum, minimum) to the stream's memory of the last M
+blocks; the model then measures how far the last L blocks are from the
+nearest earlier run of L blocks (shape novelty over ``s * L`` readings,
+compared with ``s * M`` readings of history). Readings that do not complete a
+block score 0 and cost a few numpy operations; only the streams whose block
+completed are sent to the model, in one session call per tick.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from .model import BlockModel
+from .state import IntArray
+
+Scores = npt.NDArray[np.float64]
+
+_SCALARS = ("count", "bsum", "bmax", "bmin", "lo", "hi", "scored", "mean", "var", "ref")
+
+
+class BlockTable:
+    """Compact state of the streams that share one block model, one row each.
+
+    Per stream: the memory (float32 [M, 3], oldest first; +inf until filled,
+    so unfilled places are never a nearest neighbour), the readings seen, the
+    running sum/max/min of the current block, the running minimum and maximum
+    of every reading seen so far (the scale; causal, never the series'
+    future), and the running mean, variance and suppression reference of the
+    novelty. Rows are reused after a stream is removed; arrays double when full.
+    """
+
+    def __init__(self, memory: int, capacity: int = 16) -> None:
+        self.memory = memory
+        self.mem = np.full((capacity, memory, 3), np.inf, dtype=np.float32)
+        self.count = np.zeros(capacity, dtype=np.int64)
+        self.scored = np.zeros(capacity, dtype=np.int64)
+        self.bsum = np.zeros(capacity)
+        self.bmax = np.zeros(capacity)
+        self.bmin = np.zeros(capacity)
+        self.lo = np.zeros(capacity)
+        self.hi = np.zeros(capacity)
+        self.mean = np.zeros(capacity)
+        self.var = np.ones(capacity)
+        self.ref = np.zeros(capacity)
+        self.free: list[int] = list(range(capacity - 1, -1, -1))
+
+    @property
+    def capacity(self) -> int:
+        return int(self.mem.shape[0])
+
+    def arrays(self) -> list[npt.NDArray[np.generic]]:
+        """Every per-stream array (for measuring the state)."""
+        return [self.mem, *(getattr(self, a) for a in _SCALARS)]
+
+    def allocate(self) -> int:
+        if not self.free:
+            self._grow()
+        row = self.free.pop()
+        self.reset(row)
+        return row
+
+    def release(self, row: int) -> None:
+        self.reset(row)
+        self.free.append(row)
+
+    def reset(self, row: int) -> None:
+        self.mem[row] = np.inf
+        for a in _SCALARS:
+            getattr(self, a)[row] = 0
+        self.var[row] = 1.0
+
+    @staticmethod
+    def bytes_per_stream(memory: int) -> int:
+        """State bytes one stream costs: the memory and ten 8-byte scalars."""
+        return memory * 3 * 4 + 8 * len(_SCALARS)
+
+    def _grow(self) -> None:
+        old = self.capacity
+        extra = np.full((old, self.memory, 3), np.inf, dtype=np.float32)
+        self.mem = np.concatenate([self.mem, extra])
+        for a in _SCALARS:
+            arr = getattr(self, a)
+            fill = np.ones(old) if a == "var" else np.zeros(old, dtype=arr.dtype)
+            setattr(self, a, np.concatenate([arr, fill]))
+        self.free.extend(range(2 * old - 1, old - 1, -1))
+
+
+def score_block_rows(
+    model: BlockModel, table: BlockTable, rows: IntArray, values: npt.NDArray[np.float64]
+) -> Scores:
+    """Add one reading per row, score the rows whose block completed (others 0).
+
+    * The novelty (the model's nearest-shape distance) is divided by the
+      stream's range so far, then compared with the stream's own running mean
+      and variance of earlier novelties (exponential, ``stats_alpha`` per
+      block): z = max(0, (d - mean) / sd), score = z / (z + ``score_scale``).
+    * Warm-up: 0 until ``warmup`` readings and ``stats_min_count`` scored blocks.
+    * Suppression: a score is reported only when it beats the stream's
+      reference, the largest recent score decaying with ``suppress_half_life``
+      blocks; a rarer (higher) event thus silences the stream for longer.
+    """
+    p = model.post
+    s, length = model.block, model.length
+    out = np.zeros(len(rows))
+    count = table.count[rows]
+    first_in_block = count % s == 0
+    table.bsum[rows] = np.where(first_in_block, values, table.bsum[rows] + values)
+    table.bmax[rows] = np.where(first_in_block, values, np.maximum(table.bmax[rows], values))
+    table.bmin[rows] = np.where(first_in_block, values, np.minimum(table.bmin[rows], values))
+    new = count == 0
+    table.lo[rows] = np.where(new, values, np.minimum(table.lo[rows], values))
+    table.hi[rows] = np.where(new, values, np.maximum(table.hi[rows], values))
+    count = count + 1
+    table.count[rows] = count
+    done = count % s == 0
+    if not done.any():
+        return out
+    pos = np.flatnonzero(done)
+    r = rows[pos]
+    feat = np.stack([table.bsum[r] / s, table.bmax[r], table.bmin[r]], axis=1)
+    mem = table.mem[r]
+    mem[:, :-1] = mem[:, 1:]
+    mem[:, -1] = feat
+    table.mem[r] = mem
+    ready = count[pos] // s >= 2 * length
+    if not ready.any():
+        return out
+    pos, r, mem = pos[ready], r[ready], mem[ready]
+    scale = table.hi[r] - table.lo[r]
+    d = model.run(np.ascontiguousarray(mem)).astype(np.float64)
+    d = d / (scale + 1e-9 * (1.0 + np.abs(table.hi[r])))
+    seen = table.scored[r]
+    mean, var = table.mean[r], table.var[r]
+    z = np.where(seen >= p.stats_min_count, (d - mean) / np.sqrt(var + 1e-12), 0.0)
+    z = np.maximum(z, 0.0)
+    score = z / (z + p.score_scale)
+    score = np.where(count[pos] > p.warmup, score, 0.0)
+    ref = table.ref[r]
+    out[pos] = np.where(score > ref, score, 0.0)
+    table.ref[r] = np.maximum(ref * 0.5 ** (1.0 / p.suppress_half_life), score)
+    seen = seen + 1
+    alpha = np.maximum(p.stats_alpha, 1.0 / seen)
+    delta = d - mean
+    table.mean[r] = mean + alpha * delta
+    table.var[r] = (1.0 - alpha) * (var + alpha * delta * delta)
+    table.scored[r] = seen
+    return out
