@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import hashlib
 import signal
 import time
@@ -31,8 +32,17 @@ log = structlog.get_logger("cityedge.agent")
 
 
 class Agent:
-    def __init__(self, config: Config, *, summary_every_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        summary_every_s: float = 60.0,
+        stop_timeout_s: float = 0.0,
+        stop_early: Sequence[int] = (),
+    ) -> None:
         self.config = config
+        self._stop_early = stop_early  # signals caught before the loop ran
+        self.stop_timeout_s = stop_timeout_s
         self.summary_every_s = summary_every_s
         self.started = time.time()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
@@ -73,6 +83,10 @@ class Agent:
         return sender
 
     def stop(self) -> None:
+        if not self._stop.is_set() and self.stop_timeout_s > 0:
+            # A shutdown that hangs (a library thread that will not join) must not
+            # keep the box from restarting: dump every thread's stack, then exit.
+            faulthandler.dump_traceback_later(self.stop_timeout_s, exit=True)
         self._stop.set()
 
     async def run(self) -> None:
@@ -92,6 +106,8 @@ class Agent:
                 loop.add_signal_handler(sig, self.stop)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        if self._stop_early:
+            self.stop()
         await self.control.start()
         writer_task = asyncio.create_task(self.writer.run(), name="writer")
         self._sender_task = asyncio.create_task(self.sender.run(), name="sender")
@@ -113,6 +129,7 @@ class Agent:
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
             await self.writer.flush()
+            log.info("agent_stopping_uplink", writer_flushed=self.writer.accepted)
             await self._stop_sender()
             await self.control.close()
             await loop.run_in_executor(self.executor, self.outbox.close)
@@ -192,6 +209,7 @@ class Agent:
         self.config = new
         restarted_uplink = new.uplink != old.uplink or new.site != old.site
         if restarted_uplink:
+            log.info("agent_stopping_uplink", writer_flushed=self.writer.accepted)
             await self._stop_sender()
             self.sender = self._make_sender(new)
             self._sender_task = asyncio.create_task(self.sender.run(), name="sender")

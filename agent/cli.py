@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from cityedge.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 DEFAULT_CONFIG = Path("/etc/cityedge/cityedge.toml")
 DEFAULT_SOCKET = Path("/var/lib/cityedge/control.sock")
+STOP_TIMEOUT_S = 25.0  # below systemd's default TimeoutStopSec of 90 s
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +80,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # A SIGTERM during start-up (before the event loop handles it) asks for an
+    # orderly stop too, instead of killing the process half-way.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     from cityedge import logs
     from cityedge.config.loader import check_config
 
@@ -92,7 +100,9 @@ def _run(args: argparse.Namespace) -> int:
 
     # SIGINT and SIGTERM are handled inside: the agent commits what it holds
     # and closes the uplink cleanly before returning.
-    asyncio.run(Agent(config).run())
+    agent = Agent(config, stop_timeout_s=STOP_TIMEOUT_S, stop_early=early)
+    asyncio.run(agent.run())
+    faulthandler.cancel_dump_traceback_later()
     return EXIT_OK
 
 

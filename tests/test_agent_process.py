@@ -14,6 +14,8 @@ from tests.peers.agent import (
     outbox_seqs,
     outbox_waiting,
     start_agent,
+    stop_agent,
+    wait_ready,
     wait_until,
     write_config,
 )
@@ -49,15 +51,13 @@ def test_sigkill_loses_no_accepted_reading(
             kill9(proc)
             at_kill |= outbox_seqs(outbox)
         proc = start_agent(config, log)
-        wait_until(lambda: len(recorder.readings()) > 0, 20, "readings flow")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
+        wait_ready(tmp_path / "control.sock")
+        assert stop_agent(proc, log) == 0
         # Let the last restart drain whatever is left, then stop cleanly.
         proc = start_agent(config, log)
         sim.stop()  # no new readings: the outbox can only shrink now
         wait_until(lambda: outbox_waiting(outbox) == 0, 60, "outbox drained")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        assert stop_agent(proc, log) == 0
     finally:
         sim.stop()
     received = recorder.wait_for(1)

@@ -82,6 +82,32 @@ def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )  # fmt: skip
 
 
+def wait_ready(sock: Path, within_s: float = 20.0) -> None:
+    """Until the agent answers on its control socket (a killed one leaves a stale file)."""
+    import asyncio
+
+    from cityedge.control import request
+
+    def answers() -> bool:
+        try:
+            return bool(asyncio.run(request(sock, "status", timeout_s=2)).get("ok"))
+        except (OSError, TimeoutError, ValueError):
+            return False
+
+    wait_until(answers, within_s, f"agent answering on {sock}")
+
+
+def stop_agent(proc: subprocess.Popen[bytes], log: Path, within_s: float = 30.0) -> int:
+    """SIGTERM and wait; on a hang, show the agent's last words before failing."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(within_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError(f"agent did not stop; log tail:\n{log.read_text()[-6000:]}") from None
+
+
 def kill9(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
