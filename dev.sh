@@ -13,6 +13,8 @@ VENV=.venv
 need_apt() {
   local missing=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)      # PKCS#11 signing tests
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)     # unit checks
   "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "dev.sh: installing ${missing[*]} from Debian" >&2

@@ -636,3 +636,21 @@ def test_serial_sensor_bus_rules(tmp_path: Path) -> None:
     _, problems = check_config(cfg)
     got = {(p.line, p.path) for p in problems}
     assert got == {(14, "devices[0].sensor_mode"), (17, "devices[1].bus")}, problems
+
+
+def test_opcua_security_settings_must_fit(tmp_path: Path) -> None:
+    """OPC UA: mode must fit the policy, cert and key go together, secure needs a trust list."""
+    text = (
+        '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
+        '[buses.plc]\ntype = "opcua"\nendpoint = "opc.tcp://127.0.0.1:4840"\n'
+        'security_policy = "Basic256Sha256"\nsecurity_mode = "None"\n'
+        f'certificate = "{tmp_path / "c.der"}"\n'
+    )
+    (tmp_path / "c.der").write_bytes(b"x")
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(text)
+    _, problems = check_config(cfg)
+    got = {(p.line, p.path) for p in problems}
+    assert got == {(10, "buses.plc.security_mode"), (6, "buses.plc"), (6, "buses.plc.trust")}, (
+        problems
+    )

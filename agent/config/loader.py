@@ -208,7 +208,24 @@ def _bus(ctx: Context, name: str, value: Any, key: Key) -> dict[str, Any] | None
         if own is None or k not in own
     }
     values = validate_table(ctx, value, {**BUS_COMMON, **(own or {})}, key, elsewhere)
+    if values is not None and kind == "opcua":
+        _opcua_post(ctx, key, values)
     return None if values is None else {"name": name, **values}
+
+
+def _opcua_post(ctx: Context, key: Key, values: dict[str, Any]) -> None:
+    """OPC UA security settings that only make sense together."""
+    policy = values.get("security_policy", "None")
+    mode = values.get("security_mode", "None")
+    if (policy == "None") != (mode == "None"):
+        ctx.report((*key, "security_mode"), f"does not fit security_policy {policy!r}",
+                   "None with None; Sign or SignAndEncrypt with Basic256Sha256", mode)  # fmt: skip
+    if ("certificate" in values) != ("private_key" in values):
+        ctx.report(key, "certificate and private_key go together (or leave both out: "
+                   "the gateway creates its own)")  # fmt: skip
+    if policy != "None" and not values.get("trust"):
+        ctx.report((*key, "trust"), "a secure connection needs the server's certificate here",
+                   "a list of certificate files (.der or .pem)")  # fmt: skip
 
 
 TOP_FIELDS: Fields = {
