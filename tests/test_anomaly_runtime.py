@@ -139,7 +139,7 @@ def test_block_model_scores_only_completed_blocks() -> None:
 
 
 def test_block_state_per_stream_is_a_few_kilobytes() -> None:
-    """One block-model stream costs its memory and ten scalars: at most 8 kB."""
+    """One block-model stream costs its memory and 13 scalars: at most 8 kB."""
     engine = AnomalyEngine(MODELS)
     per = engine.state_bytes_per_stream(BLOCK_MODEL)
     assert per <= 8 * 1024

@@ -4,9 +4,11 @@ A stream's readings are grouped in blocks of ``s`` readings. Each completed
 block adds its (mean, maximum, minimum) to the stream's memory of the last M
 blocks; the model then measures how far the last L blocks are from the
 nearest earlier run of L blocks (shape novelty over ``s * L`` readings,
-compared with ``s * M`` readings of history). Readings that do not complete a
-block score 0 and cost a few numpy operations; only the streams whose block
-completed are sent to the model, in one session call per tick.
+compared with ``s * M`` readings of history), and the same for runs of L
+groups of ``coarse`` blocks (context over ``s * L * coarse`` readings).
+Readings that do not complete a block score 0 and cost a few numpy
+operations; only the streams whose block completed are sent to the model,
+in one session call per tick.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from .state import IntArray
 
 Scores = npt.NDArray[np.float64]
 
-_SCALARS = ("count", "bsum", "bmax", "bmin", "lo", "hi", "scored", "mean", "var", "ref")
+_SCALARS = ("count", "bsum", "bmax", "bmin", "lo", "hi", "ref")
+_PER_SCALE = ("scored", "mean", "var")  # one column per scale (fine, coarse)
+SCALES = 2
 
 
 class BlockTable:
@@ -30,21 +34,22 @@ class BlockTable:
     running sum/max/min of the current block, the running minimum and maximum
     of every reading seen so far (the scale; causal, never the series'
     future), and the running mean, variance and suppression reference of the
-    novelty. Rows are reused after a stream is removed; arrays double when full.
+    novelty per scale. Rows are reused after a stream is removed; arrays
+    double when full.
     """
 
     def __init__(self, memory: int, capacity: int = 16) -> None:
         self.memory = memory
         self.mem = np.full((capacity, memory, 3), np.inf, dtype=np.float32)
         self.count = np.zeros(capacity, dtype=np.int64)
-        self.scored = np.zeros(capacity, dtype=np.int64)
+        self.scored = np.zeros((capacity, SCALES), dtype=np.int64)
         self.bsum = np.zeros(capacity)
         self.bmax = np.zeros(capacity)
         self.bmin = np.zeros(capacity)
         self.lo = np.zeros(capacity)
         self.hi = np.zeros(capacity)
-        self.mean = np.zeros(capacity)
-        self.var = np.ones(capacity)
+        self.mean = np.zeros((capacity, SCALES))
+        self.var = np.ones((capacity, SCALES))
         self.ref = np.zeros(capacity)
         self.free: list[int] = list(range(capacity - 1, -1, -1))
 
@@ -54,7 +59,7 @@ class BlockTable:
 
     def arrays(self) -> list[npt.NDArray[np.generic]]:
         """Every per-stream array (for measuring the state)."""
-        return [self.mem, *(getattr(self, a) for a in _SCALARS)]
+        return [self.mem, *(getattr(self, a) for a in _SCALARS + _PER_SCALE)]
 
     def allocate(self) -> int:
         if not self.free:
@@ -69,22 +74,22 @@ class BlockTable:
 
     def reset(self, row: int) -> None:
         self.mem[row] = np.inf
-        for a in _SCALARS:
+        for a in _SCALARS + _PER_SCALE:
             getattr(self, a)[row] = 0
         self.var[row] = 1.0
 
     @staticmethod
     def bytes_per_stream(memory: int) -> int:
-        """State bytes one stream costs: the memory and ten 8-byte scalars."""
-        return memory * 3 * 4 + 8 * len(_SCALARS)
+        """State bytes one stream costs: the memory and 13 8-byte scalars."""
+        return memory * 3 * 4 + 8 * (len(_SCALARS) + SCALES * len(_PER_SCALE))
 
     def _grow(self) -> None:
         old = self.capacity
         extra = np.full((old, self.memory, 3), np.inf, dtype=np.float32)
         self.mem = np.concatenate([self.mem, extra])
-        for a in _SCALARS:
+        for a in _SCALARS + _PER_SCALE:
             arr = getattr(self, a)
-            fill = np.ones(old) if a == "var" else np.zeros(old, dtype=arr.dtype)
+            fill = np.ones_like(arr) if a == "var" else np.zeros_like(arr)
             setattr(self, a, np.concatenate([arr, fill]))
         self.free.extend(range(2 * old - 1, old - 1, -1))
 
@@ -94,11 +99,14 @@ def score_block_rows(
 ) -> Scores:
     """Add one reading per row, score the rows whose block completed (others 0).
 
-    * The novelty (the model's nearest-shape distance) is divided by the
-      stream's range so far, then compared with the stream's own running mean
-      and variance of earlier novelties (exponential, ``stats_alpha`` per
-      block): z = max(0, (d - mean) / sd), score = z / (z + ``score_scale``).
-    * Warm-up: 0 until ``warmup`` readings and ``stats_min_count`` scored blocks.
+    * Each scale's novelty (the model's nearest-run distance) is divided by
+      the stream's range so far, then compared with the stream's own running
+      mean and variance of earlier novelties at that scale (exponential,
+      ``stats_alpha`` per block): z = max(0, (d - mean) / sd), 0 until the
+      scale has ``stats_min_count`` novelties; the larger z of the two scales
+      gives the score z / (z + ``score_scale``). A scale whose run does not
+      fit in the readings seen yet is skipped.
+    * Warm-up: 0 until ``warmup`` readings.
     * Suppression: a score is reported only when it beats the stream's
       reference, the largest recent score decaying with ``suppress_half_life``
       blocks; a rarer (higher) event thus silences the stream for longer.
@@ -130,22 +138,24 @@ def score_block_rows(
     if not ready.any():
         return out
     pos, r, mem = pos[ready], r[ready], mem[ready]
-    scale = table.hi[r] - table.lo[r]
-    d = model.run(np.ascontiguousarray(mem)).astype(np.float64)
-    d = d / (scale + 1e-9 * (1.0 + np.abs(table.hi[r])))
+    scale = table.hi[r] - table.lo[r] + 1e-9 * (1.0 + np.abs(table.hi[r]))
+    d = model.run(np.ascontiguousarray(mem)).astype(np.float64) / scale[:, None]
+    valid = np.isfinite(d)
+    d = np.where(valid, d, 0.0)
     seen = table.scored[r]
     mean, var = table.mean[r], table.var[r]
-    z = np.where(seen >= p.stats_min_count, (d - mean) / np.sqrt(var + 1e-12), 0.0)
-    z = np.maximum(z, 0.0)
+    ok = valid & (seen >= p.stats_min_count)
+    z = np.where(ok, (d - mean) / np.sqrt(var + 1e-12), 0.0)
+    z = np.maximum(z, 0.0).max(axis=1)
     score = z / (z + p.score_scale)
     score = np.where(count[pos] > p.warmup, score, 0.0)
     ref = table.ref[r]
     out[pos] = np.where(score > ref, score, 0.0)
     table.ref[r] = np.maximum(ref * 0.5 ** (1.0 / p.suppress_half_life), score)
-    seen = seen + 1
-    alpha = np.maximum(p.stats_alpha, 1.0 / seen)
+    seen = seen + valid
+    alpha = np.where(valid, np.maximum(p.stats_alpha, 1.0 / np.maximum(seen, 1)), 0.0)
     delta = d - mean
     table.mean[r] = mean + alpha * delta
-    table.var[r] = (1.0 - alpha) * (var + alpha * delta * delta)
+    table.var[r] = np.where(valid, (1.0 - alpha) * (var + alpha * delta * delta), var)
     table.scored[r] = seen
     return out

@@ -5,7 +5,7 @@ Two kinds, told apart by the ``kind`` metadata entry (``window`` when absent):
 * ``window`` (:class:`WindowModel`): float32 ``window`` [N, W] -> ``logit`` [N],
   called for every reading (``window_novelty``).
 * ``block`` (:class:`BlockModel`): float32 ``memory`` [N, M, 3] -> ``novelty``
-  [N], called only for the streams whose block of readings just completed
+  [N, 2] (fine and coarse scale), called only for the streams whose block of readings just completed
   (``block_novelty``).
 """
 
@@ -94,15 +94,17 @@ class WindowModel(_OnnxModel):
 
 
 class BlockModel(_OnnxModel):
-    """An ONNX graph from ``memory`` float32 [N, M, 3] to ``novelty`` float32 [N].
+    """An ONNX graph from ``memory`` float32 [N, M, 3] to ``novelty`` float32 [N, 2].
 
     Each stream's readings are grouped in blocks of ``block`` readings; a
     block is summarised by its mean, maximum and minimum, and the last
     ``memory`` block summaries are the stream's memory (oldest first). The
-    graph returns, per stream, the RMS distance from the last ``length``
-    blocks to the nearest earlier, non-overlapping run of ``length`` blocks
-    in the memory. ``window`` (metadata) is ``block * memory``, the readings
-    the memory spans.
+    graph returns, per stream and per scale, the RMS distance from the most
+    recent run to the nearest earlier, non-overlapping run in the memory:
+    runs of ``length`` blocks (fine) and runs of ``length`` groups of
+    ``coarse`` blocks (coarse). A scale whose run does not fit in the readings
+    seen yet gives a non-finite distance. ``window`` (metadata) is
+    ``block * memory``, the readings the memory spans.
     """
 
     kind = "block"
@@ -111,13 +113,16 @@ class BlockModel(_OnnxModel):
         self.block = int(meta["block"])
         self.length = int(meta["length"])
         self.memory = int(meta["memory"])
-        if self.block < 1 or self.length < 1 or self.memory < 2 * self.length:
-            raise ValueError("block, length, memory out of range")
+        self.coarse = int(meta["coarse"])
+        if min(self.block, self.length, self.coarse) < 1 or self.memory < 2 * (
+            self.coarse * self.length
+        ):
+            raise ValueError("block, length, coarse, memory out of range")
 
     def run(self, memory: FloatArray) -> FloatArray:
         """Nearest-shape distances for a batch of memories (one session call)."""
         out = self.session.run(["novelty"], {"memory": memory})[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        return np.asarray(out, dtype=np.float32).reshape(len(memory), 2)
 
 
 AnyModel = WindowModel | BlockModel

@@ -24,10 +24,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 NAME = "block_novelty"
-VERSION = "1"
+VERSION = "2"
 BLOCK = 6  # readings per block
 LENGTH = 8  # blocks per shape (48 readings)
 MEMORY = 512  # blocks remembered (3,072 readings)
+COARSE = 4  # the coarse scale: runs of LENGTH groups of COARSE blocks (192 readings)
+COARSE_STRIDE = 2  # coarse candidate runs start every 2 blocks (12 readings)
 SEED = 20240611
 # Post-processing parameters the runtime reads from the model's metadata
 # (stats_alpha, stats_min_count and suppress_half_life count blocks).
@@ -41,8 +43,12 @@ POST = {
 
 
 def build_graph(thresholds: dict[str, float] | None = None) -> onnx.ModelProto:
-    """memory [N, M, 3] -> novelty [N]: RMS distance from the last LENGTH blocks
-    to the nearest earlier run of LENGTH blocks that does not overlap them."""
+    """memory [N, M, 3] -> novelty [N, 2]: per scale, the RMS distance from the
+    most recent run to the nearest earlier run that does not overlap it.
+
+    Fine scale: runs of LENGTH blocks. Coarse scale: runs of LENGTH groups of
+    COARSE blocks. Memory places never filled hold +inf and are never nearest;
+    a scale whose query still holds +inf gives a non-finite output."""
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     counter = [0]
@@ -64,25 +70,60 @@ def build_graph(thresholds: dict[str, float] | None = None) -> onnx.ModelProto:
     def blocks(start: int, end: int) -> str:
         return op("Slice", "memory", const([start]), const([end]), const([1]))
 
-    m, length = MEMORY, LENGTH
+    def nearest(runs: list[str], queries: list[str]) -> str:
+        """sqrt(min over candidate runs of the mean squared distance) [N, 1]."""
+        acc = None
+        for cand, query in zip(runs, queries, strict=True):
+            diff = op("Sub", cand, query)
+            sq = op("Mul", diff, diff)
+            acc = sq if acc is None else op("Add", acc, sq)
+        assert acc is not None
+        per_run = op("ReduceSum", acc, const([2]), keepdims=0)
+        best = op("ReduceMin", per_run, const([1]), keepdims=1)
+        return op("Sqrt", op("Mul", best, const(1.0 / (3 * len(runs)), np.float32)))
+
+    m, length, g = MEMORY, LENGTH, COARSE
+    # Fine scale: the last LENGTH blocks against every earlier run of LENGTH blocks.
     positions = m - 2 * length + 1  # candidate runs end before the query starts
-    acc = None
-    for j in range(length):
-        cand = blocks(j, j + positions)
-        query = blocks(m - length + j, m - length + j + 1)
-        diff = op("Sub", cand, query)
-        sq = op("Mul", diff, diff)
-        acc = sq if acc is None else op("Add", acc, sq)
-    assert acc is not None
-    per_run = op("ReduceSum", acc, const([2]), keepdims=0)
-    nearest = op("ReduceMin", per_run, const([1]), keepdims=0)
-    mean_sq = op("Mul", nearest, const(1.0 / (3 * length), np.float32))
-    nodes.append(helper.make_node("Sqrt", [mean_sq], ["novelty"]))
+    fine = nearest(
+        [blocks(j, j + positions) for j in range(length)],
+        [blocks(m - length + j, m - length + j + 1) for j in range(length)],
+    )
+    # Coarse scale: groups of g consecutive blocks (mean of means, max of maxima,
+    # min of minima) at every offset, runs of LENGTH groups g blocks apart.
+    shifted = [blocks(k, k + m - g + 1) for k in range(g)]
+    total = shifted[0]
+    for part in shifted[1:]:
+        total = op("Add", total, part)
+    channels = const([2])
+
+    def channel(x: str, c: int) -> str:
+        return op("Slice", x, const([c]), const([c + 1]), channels)
+
+    agg = op(
+        "Concat",
+        channel(op("Mul", total, const(1.0 / g, np.float32)), 0),
+        channel(op("Max", *shifted), 1),
+        channel(op("Min", *shifted), 2),
+        axis=2,
+    )
+    span = g * length
+    coarse_positions = m - 2 * span + 1
+
+    def groups(start: int, end: int, step: int = 1) -> str:
+        return op("Slice", agg, const([start]), const([end]), const([1]), const([step]))
+
+    # Coarse candidates start every COARSE_STRIDE blocks (half the cost of every block).
+    coarse = nearest(
+        [groups(g * j, g * j + coarse_positions, COARSE_STRIDE) for j in range(length)],
+        [groups(m - span + g * j, m - span + g * j + 1) for j in range(length)],
+    )
+    nodes.append(helper.make_node("Concat", [fine, coarse], ["novelty"], axis=1))
     graph = helper.make_graph(
         nodes,
         NAME,
         [helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["N", m, 3])],
-        [helper.make_tensor_value_info("novelty", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("novelty", TensorProto.FLOAT, ["N", 2])],
         inits,
     )
     model = helper.make_model(
@@ -96,6 +137,7 @@ def build_graph(thresholds: dict[str, float] | None = None) -> onnx.ModelProto:
         "block": str(BLOCK),
         "length": str(LENGTH),
         "memory": str(MEMORY),
+        "coarse": str(COARSE),
         "window": str(BLOCK * MEMORY),
     }
     meta.update({k: repr(v) for k, v in POST.items()})
