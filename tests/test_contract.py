@@ -8,19 +8,49 @@ by itself; cancelling the source leaves no task or thread behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.contract.base import ContractPeer, started
 from tests.contract.modbus import ModbusRtuPeer, ModbusTcpPeer
+from tests.contract.opcua import OpcUaContractPeer
+from tests.contract.serial import SerialContractPeer
 from tests.peers.modbus import Collector, async_test, running
 
-PEERS: list[type[ContractPeer]] = [ModbusTcpPeer, ModbusRtuPeer]
+PEERS: list[type[ContractPeer]] = [
+    ModbusTcpPeer,
+    ModbusRtuPeer,
+    OpcUaContractPeer,
+    SerialContractPeer,
+]
 
 
-async def until(sink: Collector, check, within_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    await sink.wait_for(check, within_s)
+async def until(
+    peer: ContractPeer, sink: Collector, check: Callable[[], bool], within_s: float = 10.0
+) -> None:
+    """Wait until ``check()`` holds, re-checked on every batch and every 20 ms.
+
+    A push peer is stimulated again every ``peer.restimulate_s`` meanwhile; a
+    check on ``source.status()`` (a counted rejection) needs no batch to hold.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    again = loop.time() + (peer.restimulate_s or math.inf)
+    while not check():
+        now = loop.time()
+        assert now < deadline, f"{peer.name}: not reached within {within_s} s"
+        if peer.restimulate_s is not None and now >= again:
+            await peer.stimulate()
+            again = now + peer.restimulate_s
+        sink.event.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await sink.event.wait()
 
 
 @pytest.mark.parametrize("peer_cls", PEERS, ids=lambda c: c.name)
@@ -36,11 +66,11 @@ def test_driver_contract(peer_cls: type[ContractPeer], tmp_path: Path) -> None:
             async with running(source, sink) as task:
                 # 1. start, read or stream
                 await peer.stimulate()
-                await until(sink, lambda: peer.good(sink) >= 3)
+                await until(peer, sink, lambda: peer.good(sink) >= 3)
                 # 2. device fault: a bad reading or a counted rejection; still running
                 await peer.device_fault()
                 await peer.stimulate()
-                await until(sink, lambda: peer.fault_seen(sink, source))
+                await until(peer, sink, lambda: peer.fault_seen(sink, source))
                 assert not task.done()
                 # 3. transport loss and recovery, by itself
                 await peer.cut()
@@ -48,11 +78,14 @@ def test_driver_contract(peer_cls: type[ContractPeer], tmp_path: Path) -> None:
                 before = peer.good(sink)
                 await peer.restore()
                 await peer.stimulate()
-                await until(sink, lambda: peer.good(sink) >= before + 3, 20.0)
+                await until(peer, sink, lambda: peer.good(sink) >= before + 3, 20.0)
                 assert not task.done()
             # 4. clean shutdown: `running` cancelled it; async_test checks for leftovers
             assert task.cancelled() or task.done()
             status = source.status()
             assert isinstance(status, dict)
+            json.dumps(status)  # JSON-ready, as `cityedge status` shows it
+            assert {"bus", "type", "connected", "devices"} <= status.keys()
+            assert peer.device in status["devices"]  # type: ignore[operator]
 
     contract()

@@ -31,6 +31,10 @@ class ContractPeer(abc.ABC):
 
     name: str = "peer"
     device: str = "dev-1"  # the device whose readings the contract checks
+    # Push peers: while the test waits, stimulate again this often, as a
+    # device that keeps talking does (a frame sent while the transport is
+    # down is lost, as in the field). None: stimulate once (polled buses).
+    restimulate_s: float | None = None
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
