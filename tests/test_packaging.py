@@ -29,4 +29,13 @@ def test_every_profile_vendor_is_installed() -> None:
     """Each vendor folder of firmware-profiles/ is in data_files, so installs carry it."""
     data = _setup()["options.data_files"]
     vendors = {p.name for p in (REPO / "firmware-profiles").iterdir() if p.is_dir()}
-    assert {k.rsplit("/", 1)[-1] for k in data} == vendors
+    prefix = "share/cityedge/firmware-profiles/"
+    assert {k[len(prefix) :] for k in data if k.startswith(prefix)} == vendors
+
+
+def test_every_model_is_installed() -> None:
+    """Each model folder with an .onnx file is in data_files, so installs can load it."""
+    data = _setup()["options.data_files"]
+    models = {p.parent.name for p in (REPO / "models").glob("*/*.onnx")}
+    prefix = "share/cityedge/models/"
+    assert {k[len(prefix) :] for k in data if k.startswith(prefix)} == models

@@ -7,6 +7,7 @@ The model folder is ``$CITYEDGE_MODELS`` or the repository's ``models/``.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,10 +25,14 @@ DEFAULT_MODEL = "block_novelty"
 
 
 def default_model_dir() -> Path:
+    """$CITYEDGE_MODELS, the source tree's models/, or the installed share/cityedge/models."""
     env = os.environ.get("CITYEDGE_MODELS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "models"
+    tree = Path(__file__).resolve().parents[2] / "models"
+    if tree.is_dir():
+        return tree
+    return Path(sys.prefix) / "share" / "cityedge" / "models"
 
 
 class Detector:
