@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import faulthandler
 import hashlib
+import json
 import signal
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import structlog
 from cityedge import __version__
 from cityedge.alert_store import AlertStore
 from cityedge.alerting import AlertEngine, rules_from
+from cityedge.attest import build_record, sign_record
 from cityedge.commands import CommandError, CommandRouter
 from cityedge.config.model import Config
 from cityedge.control import ControlServer
@@ -25,7 +27,12 @@ from cityedge.drivers.base import Source
 from cityedge.outbox import Outbox
 from cityedge.pipeline import Writer
 from cityedge.readings import Priority, Reading
+from cityedge.signing.downlink import Command, CommandVerifier, NonceCache
+from cityedge.signing.protocol import SignerError
+from cityedge.signing.signer_client import SyncSignerClient
 from cityedge.sources import SourceContext, build_sources, factory
+from cityedge.uplink.link import Link
+from cityedge.uplink.sealing import UplinkSealer
 from cityedge.uplink.sender import Sender
 
 log = structlog.get_logger("cityedge.agent")
@@ -55,7 +62,19 @@ class Agent:
         self.state_dir = state_dir
         self.alert_store = AlertStore(state_dir / "alerts.json", config.alerts.resend_s)
         self.alerts = AlertEngine(rules_from(config), config.site.gateway_id)
-        self.commands = CommandRouter(self._answer)
+        self.signer = (
+            SyncSignerClient(config.signing.socket, timeout_s=config.signing.timeout_s)
+            if config.signing.enabled
+            else None
+        )
+        self.command_verifier = CommandVerifier(
+            list(config.downlink.authority_keys),
+            config.site.gateway_id,
+            window_s=config.downlink.window_s,
+            nonces=NonceCache(config.downlink.window_s, path=state_dir / "nonces.json"),
+            policy=self._command_policy,
+        )
+        self.commands = CommandRouter(self._answer, self._verify_command)
         self.commands.register("ack_alert", self._cmd_ack_alert)
         self.commands.register("status", self._cmd_status)
         self._command_tasks: set[asyncio.Task[None]] = set()
@@ -64,6 +83,7 @@ class Agent:
         self.sources = build_sources(config, self.source_ctx)
         self._running: dict[str, tuple[Source, asyncio.Task[None]]] = {}
         self.last_reload: dict[str, Any] | None = None
+        self.attested_at: float | None = None
         self._config_stamp = _stamp(config.source)
         self.control = ControlServer(
             state_dir / "control.sock", {"status": self._status, "reload": self._control_reload}
@@ -71,6 +91,7 @@ class Agent:
         self._stop = asyncio.Event()
 
     def _make_sender(self, config: Config) -> Sender:
+        seal = None if self.signer is None else UplinkSealer(self.signer, config.site.gateway_id)
         sender = Sender(
             config.uplink,
             self.outbox,
@@ -78,9 +99,63 @@ class Agent:
             gateway_id=config.site.gateway_id,
             site_id=config.site.id,
             on_message=self._on_downlink,
+            seal=seal,
         )
         sender.subscriptions = (sender.topic("cmd"),)
+        sender.on_connect.append(self._birth)
         return sender
+
+    async def _birth(self, link: Link) -> None:
+        """On every connection: the public keys and the signed attestation, retained."""
+        if self.signer is None:
+            return
+        signer = self.signer
+        try:
+            keys = await asyncio.to_thread(signer.public_keys)
+            record = build_record(self.config, public_keys=list(keys.get("keys", [])))
+            signed = await asyncio.to_thread(sign_record, record, signer)
+        except SignerError as exc:
+            log.warning("attestation_deferred", reason=exc.reason)
+            return
+        base = (
+            f"{self.config.uplink.topic_prefix}/{self.config.site.id}/{self.config.site.gateway_id}"
+        )
+        link.publish(f"{base}/keys", json.dumps(keys).encode(), retain=True)
+        link.publish(f"{base}/attestation", json.dumps(signed).encode(), retain=True)
+        self.attested_at = time.time()
+        log.info("attestation_published", code_sha256=record["code_sha256"][:16])
+
+    def _verify_command(self, payload: bytes) -> tuple[dict[str, Any] | None, str | None]:
+        """Only commands signed by the city's authority, fresh, not replayed, within policy."""
+        if not self.config.downlink.authority_keys:
+            return None, "no_authority_configured"
+        verdict = self.command_verifier.check(payload)
+        if not verdict.ok or verdict.command is None:
+            detail = f"{verdict.reason}: {verdict.detail}" if verdict.detail else verdict.reason
+            return None, detail
+        cmd = verdict.command
+        return {"cmd": cmd.command, "args": cmd.args, "id": cmd.nonce}, None
+
+    def _command_policy(self, cmd: Command) -> str | None:
+        """A write only to a point its profile marks writable, within its range."""
+        if cmd.command != "write_point":
+            return None
+        dev = next((d for d in self.config.devices if d.id == cmd.args.get("device")), None)
+        if dev is None:
+            return f"unknown device {cmd.args.get('device')!r}"
+        name = cmd.args.get("point")
+        items = [*dev.profile.points, *dev.profile.fields]
+        item = next((i for i in items if i.name == name), None)
+        if item is None:
+            return f"device {dev.id} has no point {name!r}"
+        if item.write is None:
+            return f"{dev.id}.{name} is read-only in profile {dev.profile.name}"
+        value = cmd.args.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "value must be a number"
+        if not item.write.min <= value <= item.write.max:
+            return f"{value} is outside {item.write.min}..{item.write.max}"
+        return None
 
     def stop(self) -> None:
         if not self._stop.is_set() and self.stop_timeout_s > 0:
@@ -213,7 +288,10 @@ class Agent:
             await self._stop_sender()
             self.sender = self._make_sender(new)
             self._sender_task = asyncio.create_task(self.sender.run(), name="sender")
-        ignored = [k for k in ("storage",) if getattr(new, k) != getattr(old, k)]
+        ignored = [k for k in ("storage", "signing") if getattr(new, k) != getattr(old, k)]
+        link = self.sender.link
+        if link is not None and not restarted_uplink:
+            await self._birth(link)  # the measurement changed: attest again
         self.last_reload = {"ok": True, "reason": reason, "at": time.time(),
                             "buses_restarted": changed, "uplink_restarted": restarted_uplink,
                             "needs_restart": ignored}  # fmt: skip

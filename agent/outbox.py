@@ -99,6 +99,10 @@ class Batch:
 
 # encode(batch_id, batch_seq, prio, rows, drops) -> payload bytes
 Encoder = Callable[[str, int, int, Sequence[Row], Sequence[Drop]], bytes]
+# seal(payload, stored chain state or None) -> (sealed payload, chain state to store).
+# Runs inside the cut's transaction: if it raises, the cut is rolled back.
+Sealer = Callable[[bytes, str | None], tuple[bytes, str]]
+CHAIN_KEY = "signing.chain"
 
 
 class StorageFull(Exception):
@@ -385,9 +389,15 @@ class Outbox:
         max_bytes: int,
         min_seq: int = 0,
         max_seq: int = 1 << 62,
+        seal: Sealer | None = None,
     ) -> Batch | None:
         """Move the oldest waiting readings of ``prio`` in [min_seq, max_seq)
-        into a new batch, or return None when there are none."""
+        into a new batch, or return None when there are none.
+
+        With ``seal``, the payload is signed and chained in the same
+        transaction that stores the chain state: a batch exists if and only if
+        the chain advanced past it, and an exception from ``seal`` (the signer
+        is down) leaves the readings where they were."""
 
         def cut(db: sqlite3.Connection) -> tuple[Batch | None, int]:
             picked: list[Row] = []
@@ -413,6 +423,14 @@ class Outbox:
             bseq = _next_batch_seq(db)
             bid = f"{gateway_id}-{self.epoch}-{bseq}"
             payload = encode(bid, bseq, prio, picked, drops)
+            if seal is not None:
+                row = db.execute("SELECT value FROM meta WHERE key=?", (CHAIN_KEY,)).fetchone()
+                payload, chain = seal(payload, str(row[0]) if row else None)
+                db.execute(
+                    "INSERT INTO meta VALUES(?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (CHAIN_KEY, chain),
+                )
             db.execute(
                 "INSERT INTO batches(seq, id, prio, count, created, payload) VALUES(?,?,?,?,?,?)",
                 (bseq, bid, prio, len(picked), time.time(), payload),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cityedge.agent import Agent
 from cityedge.config.loader import load_config
 from cityedge.config.profile_loader import load_profile
+from cityedge.signing.algorithms import ED25519, SoftwareKey
+from cityedge.signing.downlink import new_command, sign_command
 from cityedge.sim.modbus_sim import ModbusSim
 from tests.peers.mqtt import Broker, Recorder, free_port
 
@@ -53,6 +54,10 @@ batch_max_age_s = 0.1
 path = "{tmp / "outbox.sqlite"}"
 [alerts]
 resend_s = 1.0
+[signing]
+enabled = false
+[downlink]
+authority_keys = ["{AUTHORITY.public.to_text()}"]
 [[devices]]
 id = "feeder-1"
 bus = "tcp"
@@ -73,13 +78,19 @@ async def wait(pred, within_s: float = 20.0) -> None:  # type: ignore[no-untyped
         await asyncio.sleep(0.05)
 
 
-def send_command(port: int, topic: str, doc: dict[str, object]) -> None:
+AUTHORITY = SoftwareKey.generate(ED25519)
+
+
+def send_command(port: int, topic: str, name: str, args: dict[str, object]) -> str:
+    """Sign a command as the city's authority and publish it; returns its id (the nonce)."""
+    cmd = new_command(name, args, "gw")
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cloud", protocol=mqtt.MQTTv311)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    c.publish(topic, json.dumps(doc), qos=1).wait_for_publish(5)
+    c.publish(topic, sign_command(cmd, AUTHORITY), qos=1).wait_for_publish(5)
     c.disconnect()
     c.loop_stop()
+    return cmd.nonce
 
 
 async def test_threshold_alert_raised_acked_and_resent(
@@ -109,15 +120,15 @@ async def test_threshold_alert_raised_acked_and_resent(
             # Unacknowledged: it comes again.
             await wait(lambda: any(a.get("resent") for a in recorder.alerts()), 10)
             # The cloud acknowledges it; the agent answers on the events topic.
-            ack = {"id": "c1", "cmd": "ack_alert", "args": {"alert_id": first["alert_id"]}}
-            send_command(broker.port, "cityedge/s/gw/cmd", ack)
-            await wait(lambda: any(e.get("id") == "c1" for e in recorder.events()))
-            result = next(e for e in recorder.events() if e.get("id") == "c1")
+            c1 = send_command(broker.port, "cityedge/s/gw/cmd", "ack_alert",
+                              {"alert_id": first["alert_id"]})  # fmt: skip
+            await wait(lambda: any(e.get("id") == c1 for e in recorder.events()))
+            result = next(e for e in recorder.events() if e.get("id") == c1)
             assert result["ok"] is True
             # Bad commands are answered and counted, and the agent goes on.
-            send_command(broker.port, "cityedge/s/gw/cmd", {"id": "c2", "cmd": "reboot_city"})
-            await wait(lambda: any(e.get("id") == "c2" for e in recorder.events()))
-            bad = next(e for e in recorder.events() if e.get("id") == "c2")
+            c2 = send_command(broker.port, "cityedge/s/gw/cmd", "reboot_city", {})
+            await wait(lambda: any(e.get("id") == c2 for e in recorder.events()))
+            bad = next(e for e in recorder.events() if e.get("id") == c2)
             assert bad["ok"] is False and "unknown command" in bad["error"]
             n_after_ack = len(recorder.alerts())
             await asyncio.sleep(2.5)

@@ -25,6 +25,7 @@ from cityedge.config.checks import (
     Field,
     Fields,
     Invalid,
+    array,
     boolean,
     choice,
     integer,
@@ -48,6 +49,8 @@ from cityedge.config.model import (
     BusConfig,
     Config,
     DeviceConfig,
+    DownlinkConfig,
+    SigningConfig,
     SiteConfig,
     StorageConfig,
     TlsConfig,
@@ -186,6 +189,34 @@ STORAGE_FIELDS: Fields = {
 }
 
 
+def _public_key(ctx: Context, value: Any, key: Key) -> str:
+    from cityedge.signing.algorithms import PublicKey
+
+    hint = '"<algorithm> <base64>", as `cityedge keys show` prints it'
+    line: str = text(hint=hint)(ctx, value, key)
+    try:
+        PublicKey.from_text(line)
+    except ValueError as exc:
+        raise Invalid(f"not a public key: {exc}", hint) from None
+    return line
+
+
+SIGNING_FIELDS: Fields = {
+    "enabled": Field(boolean()),
+    "socket": Field(path()),
+    "timeout_s": Field(POSITIVE),
+}
+DOWNLINK_FIELDS: Fields = {
+    "authority_keys": Field(array(_public_key)),
+    "window_s": Field(POSITIVE),
+}
+
+
+def _downlink(**values: Any) -> DownlinkConfig:
+    keys = tuple(values.pop("authority_keys", ()))
+    return DownlinkConfig(authority_keys=keys, **values)
+
+
 def _buses(ctx: Context, value: Any, key: Key) -> dict[str, dict[str, Any] | None]:
     if not isinstance(value, dict):
         raise Invalid("must be a table of buses, each [buses.NAME]")
@@ -235,6 +266,8 @@ TOP_FIELDS: Fields = {
     "uplink": Field(table(UPLINK_FIELDS, UplinkConfig, _uplink_post)),
     "storage": Field(table(STORAGE_FIELDS, StorageConfig)),
     "alerts": Field(table({"resend_s": Field(POSITIVE)}, AlertsConfig)),
+    "signing": Field(table(SIGNING_FIELDS, SigningConfig)),
+    "downlink": Field(table(DOWNLINK_FIELDS, _downlink)),
     "profiles_dir": Field(path("dir")),
     "log_level": Field(choice(*LOG_LEVELS)),
 }
@@ -459,6 +492,8 @@ def _assemble(
         uplink=top.get("uplink", UplinkConfig()),
         storage=top.get("storage", StorageConfig()),
         alerts=top.get("alerts", AlertsConfig()),
+        signing=top.get("signing", SigningConfig()),
+        downlink=top.get("downlink", DownlinkConfig()),
         profiles_dir=pdir,
         log_level=top.get("log_level", "info"),
         extra=extra,

@@ -119,6 +119,23 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningConfig:
+    """Uplink batches signed by the signer daemon (docs/security.md)."""
+
+    enabled: bool = True
+    socket: Path = Path("/run/cityedge-signer/signer.sock")
+    timeout_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class DownlinkConfig:
+    """Who may command this gateway: commands must be signed by one of these keys."""
+
+    authority_keys: tuple[str, ...] = ()  # "<algorithm> <base64>" lines
+    window_s: float = 300.0  # a command's timestamp must be this fresh
+
+
+@dataclass(frozen=True, slots=True)
 class AlertsConfig:
     resend_s: float = 300.0  # an unacknowledged alert goes again this often
 
@@ -133,5 +150,7 @@ class Config:
     storage: StorageConfig
     profiles_dir: Path
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
     log_level: str = "info"
     extra: dict[str, object] = field(default_factory=dict)

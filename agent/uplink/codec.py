@@ -75,7 +75,18 @@ class BadPayload(ValueError):
 
 
 def decode_batch(payload: bytes) -> dict[str, Any]:
-    """Inflate and parse a batch payload (for the hub side and for tests)."""
+    """Inflate and parse a batch payload (for the hub side and for tests).
+
+    A signed (v2) envelope is opened to its v1 body; checking its signature
+    and chain is the verifier's job (cityedge.signing.verify).
+    """
+    from cityedge.signing.envelope import EnvelopeError, is_envelope, open_envelope
+
+    if is_envelope(payload):
+        try:
+            payload = open_envelope(payload).body
+        except EnvelopeError as exc:
+            raise BadPayload(f"bad envelope: {exc}") from exc
     try:
         inflater = zlib.decompressobj()
         raw = inflater.decompress(payload, MAX_PAYLOAD)

@@ -163,17 +163,26 @@ class Link:
     def subscribe(self, topic: str) -> None:
         self.client.subscribe(topic, qos=1)
 
-    def publish(self, topic: str, payload: bytes, batch_id: str | None = None) -> int:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        batch_id: str | None = None,
+        *,
+        signed: bool = False,
+        retain: bool = False,
+    ) -> int:
         """Publish at QoS 1 and return the message id the ack will carry."""
         props = None
-        if self._v5:
+        if self._v5 and batch_id is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            user = [("encoding", "deflate"), ("schema", "cityedge.batch/1")]
+            schema = "cityedge.batch/2" if signed else "cityedge.batch/1"
+            user = [("encoding", "deflate"), ("schema", schema)]
             if batch_id:
                 user.append(("batch", batch_id))
             props.ContentType = "application/json"
             setattr(props, "UserProperty", user)  # noqa: B010 - paho sets it dynamically
-        info = self.client.publish(topic, payload, qos=1, properties=props)
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._set_lost(f"publish_failed: {mqtt.error_string(info.rc)}")
         return int(info.mid)

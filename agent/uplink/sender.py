@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,8 +28,9 @@ import structlog
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import UplinkConfig
-from cityedge.outbox import Batch, Outbox
+from cityedge.outbox import Batch, Outbox, Sealer
 from cityedge.readings import Priority
+from cityedge.signing.protocol import SignerError
 from cityedge.uplink.codec import KINDS, encode_batch
 from cityedge.uplink.link import Link
 
@@ -49,6 +50,8 @@ class UplinkStats:
     backlog_batches: int = 0
     last_error: str | None = None
     connected_since: float | None = None
+    signer_errors: int = 0
+    signer_down_since: float | None = None
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -63,6 +66,7 @@ class Sender:
         site_id: str,
         on_message: Callable[[str, bytes], None] | None = None,
         subscriptions: tuple[str, ...] = (),
+        seal: Sealer | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = outbox
@@ -82,9 +86,17 @@ class Sender:
         self._link: Link | None = None
         self._stop = asyncio.Event()
         self._encode = partial(encode_batch, gateway_id=gateway_id, site_id=site_id)
+        self._seal = seal
+        self._signer_backoff = Backoff(0.5, 10.0)
+        self.on_connect: list[Callable[[Link], Awaitable[None]]] = []  # birth messages
 
     def topic(self, kind: str) -> str:
         return f"{self.base}/{kind}"
+
+    @property
+    def link(self) -> Link | None:
+        """The connection in use, if any."""
+        return self._link
 
     async def run(self) -> None:
         """Connect, send, reconnect with full-jitter backoff; until stopped."""
@@ -107,6 +119,8 @@ class Sender:
                 log.info("uplink_connected", broker=self.cfg.broker, port=self.cfg.port)
                 for sub in self.subscriptions:
                     link.subscribe(sub)
+                for hook in self.on_connect:
+                    await hook(link)
                 try:
                     await self._pump(link)
                 finally:
@@ -157,7 +171,18 @@ class Sender:
                 if resend:
                     batch: Batch | None = resend.pop(0)
                 else:
-                    batch = await loop.run_in_executor(self.executor, self._next_batch)
+                    try:
+                        batch = await loop.run_in_executor(self.executor, self._next_batch)
+                    except SignerError as exc:
+                        await self._signer_down(exc)
+                        break
+                    if self.stats.signer_down_since is not None:
+                        log.info(
+                            "signer_back",
+                            down_s=round(time.time() - self.stats.signer_down_since, 1),
+                        )
+                        self.stats.signer_down_since = None
+                        self._signer_backoff.reset()
                 if batch is None:
                     break
                 self._publish(link, batch)
@@ -172,13 +197,22 @@ class Sender:
             acks, self._pending_acks = self._pending_acks, []
             await loop.run_in_executor(self.executor, self._ack_many, acks)
 
+    async def _signer_down(self, exc: SignerError) -> None:
+        """Nothing leaves unsigned: the readings wait in the outbox until the signer is back."""
+        self.stats.signer_errors += 1
+        if self.stats.signer_down_since is None:
+            self.stats.signer_down_since = time.time()
+            log.error("signer_unavailable", reason=exc.reason, error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self._signer_backoff.next_delay())
+
     def _ack_many(self, batches: list[Batch]) -> None:
         for b in batches:
             self.outbox.ack(b.seq)
 
     def _publish(self, link: Link, batch: Batch) -> None:
         kind = KINDS[Priority(batch.prio)]
-        mid = link.publish(self.topic(kind), batch.payload, batch.id)
+        mid = link.publish(self.topic(kind), batch.payload, batch.id, signed=self._seal is not None)
         self._inflight[mid] = batch
         self.stats.batches_published += 1
         self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
@@ -192,6 +226,7 @@ class Sender:
             gateway_id=self.gateway_id,
             max_readings=self.cfg.batch_max_readings,
             max_bytes=self.cfg.batch_max_bytes,
+            seal=self._seal,
             **bounds,
         )
 

@@ -28,6 +28,7 @@ def write_config(
     poll_s: float = 0.1,
     extra_uplink: str = "",
     extra_storage: str = "",
+    extra: str = '[signing]\nenabled = false\n',
 ) -> Path:
     devices = "".join(
         f'\n[[devices]]\nid = "meter-{u}"\nbus = "tcp"\nunit_id = {u}\n'
@@ -44,7 +45,7 @@ def write_config(
         f'broker = "127.0.0.1"\nport = {broker_port}\nbatch_max_age_s = 0.1\n'
         f"batch_max_readings = 200\nreconnect_min_s = 0.1\nreconnect_max_s = 1.0\n{extra_uplink}"
         "[storage]\n"
-        f'path = "{path.parent / "outbox.sqlite"}"\n{extra_storage}' + devices
+        f'path = "{path.parent / "outbox.sqlite"}"\n{extra_storage}' + extra + devices
     )
     return path
 
