@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.contract.base import ContractPeer, started
+from tests.contract.chirpstack import ChirpStackContractPeer
+from tests.contract.lorawan import LoRaWANContractPeer
 from tests.contract.modbus import ModbusRtuPeer, ModbusTcpPeer
 from tests.contract.opcua import OpcUaContractPeer
 from tests.contract.serial import SerialContractPeer
@@ -27,16 +29,24 @@ PEERS: list[type[ContractPeer]] = [
     ModbusRtuPeer,
     OpcUaContractPeer,
     SerialContractPeer,
+    LoRaWANContractPeer,
+    ChirpStackContractPeer,
 ]
 
 
 async def until(
-    peer: ContractPeer, sink: Collector, check: Callable[[], bool], within_s: float = 10.0
+    peer: ContractPeer,
+    sink: Collector,
+    check: Callable[[], bool],
+    within_s: float = 10.0,
+    *,
+    stimulate: bool = True,
 ) -> None:
     """Wait until ``check()`` holds, re-checked on every batch and every 20 ms.
 
-    A push peer is stimulated again every ``peer.restimulate_s`` meanwhile; a
-    check on ``source.status()`` (a counted rejection) needs no batch to hold.
+    A push peer is stimulated again every ``peer.restimulate_s`` meanwhile
+    (unless ``stimulate`` is false: the transport is cut); a check on
+    ``source.status()`` (a counted rejection) needs no batch to hold.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
@@ -44,7 +54,7 @@ async def until(
     while not check():
         now = loop.time()
         assert now < deadline, f"{peer.name}: not reached within {within_s} s"
-        if peer.restimulate_s is not None and now >= again:
+        if stimulate and peer.restimulate_s is not None and now >= again:
             await peer.stimulate()
             again = now + peer.restimulate_s
         sink.event.clear()
@@ -74,6 +84,7 @@ def test_driver_contract(peer_cls: type[ContractPeer], tmp_path: Path) -> None:
                 assert not task.done()
                 # 3. transport loss and recovery, by itself
                 await peer.cut()
+                await until(peer, sink, lambda: peer.loss_seen(sink, source), stimulate=False)
                 await asyncio.sleep(0.5)
                 before = peer.good(sink)
                 await peer.restore()

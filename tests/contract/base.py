@@ -66,6 +66,15 @@ class ContractPeer(abc.ABC):
     async def restore(self) -> None:
         """Bring the transport back."""
 
+    def loss_seen(self, sink: Collector, source: Source) -> bool:
+        """The source noticed the cut (bad readings, ``connected`` false...).
+
+        Not checked by default: some losses are invisible from the driver's
+        side (a silent RTU slave times out; a UDP packet forwarder just
+        stops sending).
+        """
+        return True
+
     def good(self, sink: Collector) -> int:
         return len(sink.of(self.device, True))
 

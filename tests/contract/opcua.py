@@ -65,5 +65,8 @@ class OpcUaContractPeer(ContractPeer):
     async def cut(self) -> None:
         await self.server.stop()
 
+    def loss_seen(self, sink: Collector, source: Source) -> bool:
+        return any(r.reason == "unreachable" for r in sink.of(self.device, False))
+
     async def restore(self) -> None:
         await self.server.start()

@@ -69,5 +69,8 @@ class SerialContractPeer(ContractPeer):
     async def cut(self) -> None:
         self.port.unplug()
 
+    def loss_seen(self, sink: Collector, source: Source) -> bool:
+        return any(r.reason == "unreachable" for r in sink.of(self.device, False))
+
     async def restore(self) -> None:
         self.port.plug()
