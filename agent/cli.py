@@ -10,21 +10,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
-import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
-from cityedge import __version__, decode
-from cityedge.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from cityedge import (
+    __version__,
+    cli_capture,
+    cli_drill,
+    cli_keys,
+    cli_opcua,
+    cli_read,
+    cli_scan,
+    cli_status,
+    cli_verify,
+    decode,
+)
+from cityedge.cli_status import render_status
+from cityedge.cli_util import DEFAULT_SOCKET
+from cityedge.errors import EXIT_CONFIG, EXIT_OK
+
+__all__ = ["DEFAULT_SOCKET", "main", "parser", "render_status"]
 
 DEFAULT_CONFIG = Path("/etc/cityedge/cityedge.toml")
-DEFAULT_SOCKET = Path("/var/lib/cityedge/control.sock")
 STOP_TIMEOUT_S = 25.0  # below systemd's default TimeoutStopSec of 90 s
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The whole command line (every subcommand)."""
     p = argparse.ArgumentParser(prog="cityedge", description="Smart-city edge gateway agent.")
     p.add_argument("--version", action="version", version=f"cityedge {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -38,10 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--profiles", type=Path)
     r.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
 
-    s = sub.add_parser("status", help="a running agent's devices, outbox and uplink")
-    s.add_argument("--socket", type=Path, default=DEFAULT_SOCKET)
-    s.add_argument("--json", action="store_true", help="print JSON")
-
+    cli_status.add_parser(sub)
+    cli_read.add_parser(sub)
+    cli_scan.add_parser(sub)
+    cli_opcua.add_parser(sub)
+    cli_drill.add_parser(sub)
+    cli_keys.add_parser(sub)
+    cli_verify.add_parser(sub)
+    cli_capture.add_parser(sub)
     decode.add_parser(sub)
 
     d = sub.add_parser("demo", help="the agent against simulated devices on loopback")
@@ -51,11 +68,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     handler = {
         "check": _check,
         "run": _run,
-        "status": _status,
+        "status": cli_status.run,
+        "read": cli_read.run,
+        "scan": cli_scan.run,
+        "opcua": cli_opcua.run,
+        "drill": cli_drill.run,
+        "keys": cli_keys.run,
+        "verify": cli_verify.run,
+        "capture": cli_capture.run,
         "demo": _demo,
         "decode": decode.run,
     }[args.cmd]
@@ -104,47 +128,6 @@ def _run(args: argparse.Namespace) -> int:
     asyncio.run(agent.run())
     faulthandler.cancel_dump_traceback_later()
     return EXIT_OK
-
-
-def _status(args: argparse.Namespace) -> int:
-    from cityedge.control import request
-
-    try:
-        answer = asyncio.run(request(args.socket, "status"))
-    except (OSError, TimeoutError) as exc:
-        print(f"cityedge: no agent answers on {args.socket}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    if args.json:
-        print(json.dumps(answer, indent=2, sort_keys=True))
-    else:
-        print(render_status(answer))
-    return EXIT_OK if answer.get("ok") else EXIT_FAILURE
-
-
-def render_status(st: dict[str, Any]) -> str:
-    """A terminal view of a status answer."""
-    out = [f"gateway {st.get('gateway')}  site {st.get('site')}  up {st.get('uptime_s')} s"]
-    up = st.get("uplink", {})
-    out.append(
-        f"uplink   {up.get('state')}  batches acked {up.get('batches_acked')}  "
-        f"readings acked {up.get('readings_acked')}  reconnects {up.get('reconnects')}"
-        + (f"  last error: {up['last_error']}" if up.get("last_error") else "")
-    )
-    ob = st.get("outbox", {})
-    out.append(
-        f"outbox   {ob.get('readings_waiting')} readings waiting, {ob.get('bytes_waiting')} bytes "
-        f"of {ob.get('bound_bytes')}; counters {ob.get('counters')}"
-    )
-    for name, src in sorted(st.get("sources", {}).items()):
-        out.append(f"bus {name}")
-        for dev, ds in sorted(src.get("devices", {}).items()):
-            err = ds.get("last_error") or ""
-            out.append(
-                f"  {dev:<16} {ds.get('state', ''):<10} polls {ds.get('polls', 0):>7} "
-                f"errors {ds.get('errors_total', 0):>5}  "
-                f"rate {ds.get('poll_rate_hz', 0):>5}/s  {err}"
-            )
-    return "\n".join(out)
 
 
 def _demo(args: argparse.Namespace) -> int:

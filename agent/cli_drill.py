@@ -29,14 +29,25 @@ def add_parser(sub: Any) -> None:
         "if this command dies (each drill command carries an expiry).",
     )
     add_socket(d)
-    d.add_argument("--steps", default=",".join(STEPS),
-                   help=f"comma-separated, in order, among {', '.join(STEPS)} (default: all)")  # fmt: skip
+    d.add_argument(
+        "--steps",
+        default=",".join(STEPS),
+        help=f"comma-separated, in order, among {', '.join(STEPS)} (default: all)",
+    )
     d.add_argument("--device", help="the device to silence (default: the first one that is ok)")
     d.add_argument("--cut-s", type=float, default=20.0, help="uplink cut length (default 20 s)")
-    d.add_argument("--step-timeout-s", type=float, default=120.0,
-                   help="how long a step may wait for the agent to react (default 120 s)")  # fmt: skip
-    d.add_argument("--poll-s", type=float, default=1.0,
-                   help="how often the agent's status is read during a step (default 1 s)")  # fmt: skip
+    d.add_argument(
+        "--step-timeout-s",
+        type=float,
+        default=120.0,
+        help="how long a step may wait for the agent to react (default 120 s)",
+    )
+    d.add_argument(
+        "--poll-s",
+        type=float,
+        default=1.0,
+        help="how often the agent's status is read during a step (default 1 s)",
+    )
     d.add_argument("--out", type=Path, help="also write the report to this file")
     add_json(d)
 
@@ -65,9 +76,12 @@ async def run_async(args: argparse.Namespace) -> int:
         say("drill", str(exc))
         return EXIT_USAGE
     runner = DrillRunner(
-        args.socket, device=args.device, cut_s=args.cut_s,
-        step_timeout_s=args.step_timeout_s, poll_s=args.poll_s,
-    )  # fmt: skip
+        args.socket,
+        device=args.device,
+        cut_s=args.cut_s,
+        step_timeout_s=args.step_timeout_s,
+        poll_s=args.poll_s,
+    )
     say("drill", f"drilling the agent on {args.socket}: {', '.join(steps)}")
     try:
         report = await runner.run(steps)

@@ -25,6 +25,7 @@ from cityedge.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 POLICIES = ("None", "Basic256Sha256")
 MODES = ("None", "Sign", "SignAndEncrypt")
 MAX_DEPTH = 10
+MAX_VALUE_TEXT = 60  # longer values are cut in the tree (--json has them whole)
 
 
 def add_parser(sub: Any) -> None:
@@ -44,12 +45,21 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--security-mode", choices=MODES, help="default: None, or SignAndEncrypt")
     b.add_argument("--certificate", type=Path, help="the gateway's certificate (DER or PEM)")
     b.add_argument("--private-key", type=Path, help="its private key (PEM)")
-    b.add_argument("--trust", type=Path, action="append", default=[],
-                   help="a trusted server certificate (repeat for several)")  # fmt: skip
+    b.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        default=[],
+        help="a trusted server certificate (repeat for several)",
+    )
     b.add_argument("--username")
     b.add_argument("--password-file", type=Path, help="file with the password on its first line")
-    b.add_argument("--state-dir", type=Path, default=Path("/var/lib/cityedge"),
-                   help="where the gateway's own certificate is kept (default /var/lib/cityedge)")  # fmt: skip
+    b.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/cityedge"),
+        help="where the gateway's own certificate is kept (default /var/lib/cityedge)",
+    )
     b.add_argument("--timeout", type=float, default=4.0, help="seconds (default 4)")
     add_json(b)
 
@@ -75,7 +85,9 @@ async def run_async(args: argparse.Namespace) -> int:
 
 def _check_url(url: str) -> None:
     if not url.startswith("opc.tcp://"):
-        raise UsageError(f"URL must start with opc.tcp:// like opc.tcp://10.0.0.5:4840 (got {url!r})")
+        raise UsageError(
+            f"URL must start with opc.tcp:// like opc.tcp://10.0.0.5:4840 (got {url!r})"
+        )
 
 
 def _describe(exc: Exception, url: str) -> str:
@@ -149,21 +161,26 @@ def _security(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _browse(args: argparse.Namespace) -> int:
     from asyncua import ua
+    from asyncua.ua.uaerrors import UaStringParsingError
 
     from cityedge.drivers.opcua import browse
 
     security = _security(args)
     try:
         ua.NodeId.from_string(args.node)
-    except (ValueError, ua.UaStringParsingError) as exc:
+    except (ValueError, UaStringParsingError) as exc:
         raise UsageError(
             f"--node must be a node id like i=85, ns=2;s=Pump1 or ns=2;i=1001 (got {args.node!r})"
         ) from exc
     try:
         nodes = await browse(
-            args.url, args.node, args.depth, state_dir=args.state_dir, timeout_s=args.timeout,
+            args.url,
+            args.node,
+            args.depth,
+            state_dir=args.state_dir,
+            timeout_s=args.timeout,
             **security,
-        )  # fmt: skip
+        )
     except ValueError as exc:  # inconsistent security options (Settings.check)
         raise UsageError(str(exc)) from exc
     if args.json:
@@ -188,6 +205,8 @@ def render_tree(nodes: list[dict[str, Any]]) -> str:
         if node["node_class"] == "Variable":
             value = node.get("value")
             shown = node["status"] if node.get("status") else repr(value)
+            if len(shown) > MAX_VALUE_TEXT:
+                shown = shown[: MAX_VALUE_TEXT - 3] + "..."
             line += f"  = {shown}"
             if node.get("data_type"):
                 line += f" ({node['data_type']})"

@@ -6,10 +6,11 @@ polling on an RS-485 line) and answers with the readings. Control command::
     {"cmd": "read", "device": "meter-1", "points": ["voltage_l1"]}
     -> {"ok": true, "device": "meter-1", "readings": [<reading record>, ...]}
 
-``points`` empty means every point of the device's profile; a reading record
-is the uplink form (``Reading.to_record()`` (docs/uplink.md: device, point, value, unit, ts, quality,
-and reason/code when bad)). The CLI waits ``--timeout`` seconds. An unknown device or point is ``ok: false`` with
-an error naming what exists.
+``points`` empty means every point of the device's profile. A reading
+record is the uplink form, ``Reading.to_record()`` (docs/uplink.md: device,
+point, value, unit, ts, quality, and reason/code when bad). The CLI waits
+``--timeout`` seconds. An unknown device or point is ``ok: false`` with an
+error naming what exists.
 
 Exit 0 when every reading is good or uncertain, 1 when a reading is bad, a
 point is missing, or the agent refused or did not answer.
@@ -44,9 +45,12 @@ def run(args: argparse.Namespace) -> int:
 async def run_async(args: argparse.Namespace) -> int:
     try:
         answer = await ask(
-            args.socket, "read", timeout_s=args.timeout, device=args.device,
+            args.socket,
+            "read",
+            timeout_s=args.timeout,
+            device=args.device,
             points=list(args.points),
-        )  # fmt: skip
+        )
     except (AgentUnreachable, AgentRefused) as exc:
         say("read", str(exc))
         return EXIT_FAILURE
@@ -78,6 +82,7 @@ def render_readings(device: str, readings: list[dict[str, Any]]) -> str:
         return f"{device}: no readings"
     rows = [list(COLUMNS)] + [[_cell(r, c) for c in COLUMNS] for r in readings]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]  # fmt: skip
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     return f"{device}\n" + "\n".join(lines)

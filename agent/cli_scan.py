@@ -30,10 +30,15 @@ def add_parser(sub: Any) -> None:
         description="Probe each unit id at each baud rate for one register. Stop the agent "
         "first if it polls this line: two masters on one RS-485 line collide.",
     )
-    s.add_argument("port", metavar="PORT", help="serial port (/dev/ttyUSB0), or opc.tcp://host:port")
+    s.add_argument(
+        "port", metavar="PORT", help="serial port (/dev/ttyUSB0), or opc.tcp://host:port"
+    )
     s.add_argument("--units", default="1-247", help="unit ids: 1-247, or a list like 1-10,17")
-    s.add_argument("--baud", default="9600,19200",
-                   help=f"baud rates to try, comma-separated, among {', '.join(map(str, BAUDRATES))}")  # fmt: skip
+    s.add_argument(
+        "--baud",
+        default="9600,19200",
+        help=f"baud rates to try, comma-separated, among {', '.join(map(str, BAUDRATES))}",
+    )
     s.add_argument("--parity", choices=("N", "E", "O"), default="N", help="default N")
     s.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="default 1")
     s.add_argument("--register", choices=("holding", "input"), default="holding")
@@ -117,14 +122,23 @@ async def _scan(args: argparse.Namespace, units: list[int], baudrates: list[int]
     view = ProgressView(sys.stderr, len(units))
     try:
         result = await scan_rtu(
-            args.port, units=units, baudrates=baudrates, parity=args.parity,
-            stopbits=args.stopbits, register=args.register, address=args.address,
-            timeout_s=args.timeout, progress=view,
-        )  # fmt: skip
+            args.port,
+            units=units,
+            baudrates=baudrates,
+            parity=args.parity,
+            stopbits=args.stopbits,
+            register=args.register,
+            address=args.address,
+            timeout_s=args.timeout,
+            progress=view,
+        )
     except TransientError as exc:
         view.close()
-        say("scan", f"{exc} (check the port name, e.g. ls /dev/ttyUSB* /dev/ttyAMA*, "
-                    "and that you are in group dialout)")  # fmt: skip
+        say(
+            "scan",
+            f"{exc} (check the port name, e.g. ls /dev/ttyUSB* /dev/ttyAMA*, "
+            "and that you are in group dialout)",
+        )
         return EXIT_FAILURE
     view.close()
     if args.json:
@@ -132,7 +146,10 @@ async def _scan(args: argparse.Namespace, units: list[int], baudrates: list[int]
     else:
         print(render_scan(result))
     if not result.hits:
-        say("scan", "no unit answered: check the A/B wiring, termination, parity "
-                    "(--parity) and the baud rates (--baud)")  # fmt: skip
+        say(
+            "scan",
+            "no unit answered: check the A/B wiring, termination, parity "
+            "(--parity) and the baud rates (--baud)",
+        )
         return EXIT_FAILURE
     return EXIT_OK
