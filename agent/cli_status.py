@@ -135,7 +135,11 @@ def _outbox(st: Mapping[str, Any]) -> str | None:
         if isinstance(used, int | float) and isinstance(bound, int | float) and bound
         else ""
     )
-    drops = {k: v for k, v in _d(ob.get("counters")).items() if k.startswith("dropped")}
+    drops = {
+        k.removeprefix("dropped_"): v
+        for k, v in _d(ob.get("counters")).items()
+        if k.startswith("dropped")
+    }
     return (
         f"outbox   {ob.get('readings_waiting')} readings waiting, {used} bytes of {bound}{share}"
         f"  dropped: {_counts(drops)}"
