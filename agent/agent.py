@@ -20,13 +20,15 @@ from cityedge import __version__
 from cityedge.alert_store import AlertStore
 from cityedge.alerting import AlertEngine, rules_from
 from cityedge.attest import build_record, sign_record
+from cityedge.clock import ClockState
 from cityedge.commands import CommandError, CommandRouter
 from cityedge.config.model import Config
 from cityedge.control import ControlServer
 from cityedge.drivers.base import Source
+from cityedge.ops import Operations
 from cityedge.outbox import Outbox
 from cityedge.pipeline import Writer
-from cityedge.readings import Priority, Reading
+from cityedge.readings import Priority, Quality, Reading
 from cityedge.signing.downlink import Command, CommandVerifier, NonceCache
 from cityedge.signing.protocol import SignerError
 from cityedge.signing.signer_client import SyncSignerClient
@@ -79,14 +81,24 @@ class Agent:
         self.commands.register("status", self._cmd_status)
         self._command_tasks: set[asyncio.Task[None]] = set()
         self.sender = self._make_sender(config)
-        self.source_ctx = SourceContext(config.site, state_dir)
+        self.clock = ClockState()
+        self.source_ctx = SourceContext(config.site, state_dir, clock_ok=self.clock.ok)
+        self.silenced: set[str] = set()  # devices a drill made the agent deaf to
+        self._uplink_paused = False
         self.sources = build_sources(config, self.source_ctx)
         self._running: dict[str, tuple[Source, asyncio.Task[None]]] = {}
         self.last_reload: dict[str, Any] | None = None
         self.attested_at: float | None = None
         self._config_stamp = _stamp(config.source)
+        self.ops = Operations(self, self.clock)
         self.control = ControlServer(
-            state_dir / "control.sock", {"status": self._status, "reload": self._control_reload}
+            state_dir / "control.sock",
+            {
+                "status": self._status,
+                "reload": self._control_reload,
+                "read": self._control_read,
+                **self.ops.handlers(),
+            },
         )
         self._stop = asyncio.Event()
 
@@ -191,10 +203,12 @@ class Agent:
         summary_task = asyncio.create_task(self._summaries(), name="summary")
         resend_task = asyncio.create_task(self._resend_alerts(), name="alert-resend")
         watch_task = asyncio.create_task(self._watch_config(), name="config-watch")
+        await self.ops.start()
         try:
             await self._stop.wait()
         finally:
             log.info("agent_stopping")
+            await self.ops.stop()
             source_tasks = [task for _src, task in self._running.values()]
             background = [*source_tasks, summary_task, resend_task, watch_task,
                           *self._command_tasks]  # fmt: skip
@@ -216,10 +230,10 @@ class Agent:
 
     def _start_source(self, src: Source) -> None:
         task = asyncio.create_task(src.run(self.sink), name=f"source:{src.name}")
-        self._running[src.name] = (src, task)
+        self._running[bus_of(src)] = (src, task)
 
-    async def _stop_source(self, name: str) -> None:
-        entry = self._running.pop(name, None)
+    async def _stop_source(self, bus: str) -> None:
+        entry = self._running.pop(bus, None)
         if entry is not None:
             entry[1].cancel()
             await asyncio.gather(entry[1], return_exceptions=True)
@@ -301,6 +315,8 @@ class Agent:
 
     async def sink(self, readings: Sequence[Reading]) -> None:
         """Every source's sink: telemetry to the outbox, threshold alerts ahead of it."""
+        if self.silenced:
+            readings = [silent(r) if r.device in self.silenced else r for r in readings]
         await self.writer.submit(readings)
         alerts = self.alerts.on_readings(readings)
         if alerts:
@@ -349,11 +365,80 @@ class Agent:
             raise CommandError(f"no unacknowledged alert {alert_id}")
         return {"alert_id": alert_id, "acked": True}
 
+    # -- what drills and the technician CLI need -----------------------------
+
+    def silence(self, device: str, silent: bool) -> None:
+        """A drill's deaf ear: the device's readings arrive as bad ('silent')."""
+        if silent:
+            self.silenced.add(device)
+        else:
+            self.silenced.discard(device)
+
+    async def pause_uplink(self, paused: bool) -> None:
+        if paused and not self._uplink_paused:
+            self._uplink_paused = True
+            await self._stop_sender()
+        elif not paused and self._uplink_paused:
+            self._uplink_paused = False
+            self.sender = self._make_sender(self.config)
+            self._sender_task = asyncio.create_task(self.sender.run(), name="sender")
+
+    async def set_outbox_bound(self, max_bytes: int) -> None:
+        self.outbox.max_bytes = max_bytes
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.outbox.make_room, 0)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return await self._status({})
+
+    async def _control_read(self, req: dict[str, Any]) -> dict[str, Any]:
+        """One read through the bus's own scheduler (never collides with polling)."""
+        device = req.get("device")
+        dev = next((d for d in self.config.devices if d.id == device), None)
+        if dev is None:
+            known = ", ".join(d.id for d in self.config.devices)
+            raise ValueError(f"unknown device {device!r} (known: {known})")
+        src = self._running.get(dev.bus, (None, None))[0]
+        read_now = getattr(src, "read_now", None)
+        if read_now is None:
+            kind = self.config.buses[dev.bus].type
+            raise ValueError(
+                f"bus {dev.bus} ({kind}) reads only as its devices send: "
+                "see `cityedge status` for their last values"
+            )
+        points = req.get("points") or None
+        readings = await read_now(dev.id, points)
+        return {"device": dev.id, "readings": [r.to_record() for r in readings]}
+
     async def _control_reload(self, _req: dict[str, Any]) -> dict[str, Any]:
         return await self.reload("control")
 
     async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self._status(args)
+
+    def _sources_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for src in self.sources:
+            st = src.status()
+            devices = st.get("devices")
+            if self.silenced and isinstance(devices, dict):
+                for dev in self.silenced & set(devices):
+                    devices[dev] = {
+                        **devices[dev],
+                        "state": "down",
+                        "last_error": "drill: silenced",
+                    }
+            out[src.name] = st
+        return out
+
+    def _signer_status(self) -> dict[str, Any] | None:
+        if self.signer is None:
+            return None
+        s = self.sender.stats
+        return {
+            "state": "down" if s.signer_down_since is not None else "ok",
+            "down_since": s.signer_down_since,
+            "failures": s.signer_errors,
+        }
 
     async def _summaries(self) -> None:
         while True:
@@ -383,7 +468,7 @@ class Agent:
             },
             "outbox": self.outbox.stats(),
             "uplink": {
-                "state": s.state,
+                "state": "paused" if self._uplink_paused else s.state,
                 "connects": s.connects,
                 "reconnects": s.reconnects,
                 "batches_published": s.batches_published,
@@ -393,7 +478,9 @@ class Agent:
                 "backlog_batches": s.backlog_batches,
                 "last_error": s.last_error,
             },
-            "sources": {src.name: src.status() for src in self.sources},
+            "sources": self._sources_status(),
+            "clock": self.clock.state(),
+            "signer": self._signer_status(),
             "reload": self.last_reload,
             "alerts": {
                 "active": len(self.alerts.tracker.active()),
@@ -419,3 +506,14 @@ def _stamp(path: Path) -> tuple[float, int, str]:
     except OSError:
         return (0.0, 0, "")
     return (st.st_mtime, st.st_size, hashlib.sha256(data).hexdigest())
+
+
+def silent(r: Reading) -> Reading:
+    """What a drill's silenced device looks like: its points bad, reason 'silent'."""
+    return Reading(r.device, r.point, None, r.unit, r.ts, Quality.BAD, r.family, r.cell,
+                   reason="silent", time_ok=r.time_ok)  # fmt: skip
+
+
+def bus_of(src: Source) -> str:
+    """The bus a source runs: source names are '<kind>:<bus name>' (drivers/base.py)."""
+    return src.name.split(":", 1)[-1]

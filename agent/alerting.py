@@ -27,6 +27,13 @@ def rules_from(config: Config) -> dict[tuple[str, str], AlertRule]:
     return rules
 
 
+# A device that stops answering (or that a drill silences) raises a yellow
+# "device_down" alert on its pseudo-point "_device"; it clears on the first good reading.
+DOWN_REASONS = frozenset({"timeout", "unreachable", "silent", "no_adapter", "bad_response"})
+DEVICE_DOWN = AlertRule(levels=(None, 1.0, None), hysteresis=0.5, clear_after=1,
+                        cooldown_s=300.0, kind="device_down")  # fmt: skip
+
+
 class AlertEngine:
     def __init__(self, rules: dict[tuple[str, str], AlertRule], gateway_id: str) -> None:
         self.rules = rules
@@ -34,7 +41,7 @@ class AlertEngine:
         self.tracker = AlertTracker()
 
     def on_readings(self, readings: Sequence[Reading]) -> list[dict[str, Any]]:
-        out = []
+        out = self._device_health(readings)
         for r in readings:
             rule = self.rules.get((r.device, r.point))
             if rule is None or r.quality != Quality.GOOD:
@@ -43,6 +50,22 @@ class AlertEngine:
                 continue
             ev = self.tracker.observe(rule, r.device, r.point, r.ts, float(r.value),
                                       unit=r.unit, cell=r.cell)  # fmt: skip
+            if ev is not None:
+                out.append(self.record(ev))
+        return out
+
+    def _device_health(self, readings: Sequence[Reading]) -> list[dict[str, Any]]:
+        state: dict[str, tuple[float, Reading]] = {}
+        for r in readings:
+            down = r.quality == Quality.BAD and r.reason in DOWN_REASONS
+            if down or r.quality == Quality.GOOD:
+                prev = state.get(r.device)
+                # One good reading is enough to say the device is there.
+                if prev is None or (prev[0] == 1.0 and not down):
+                    state[r.device] = (1.0 if down else 0.0, r)
+        out = []
+        for device, (value, r) in state.items():
+            ev = self.tracker.observe(DEVICE_DOWN, device, "_device", r.ts, value, cell=r.cell)
             if ev is not None:
                 out.append(self.record(ev))
         return out

@@ -99,7 +99,8 @@ class Source(abc.ABC):
     """What the agent supervises: runs until cancelled, feeding a sink.
 
     A polled bus's scheduler and a push driver's pump are both sources.
-    ``status()`` is what ``cityedge status`` shows for it.
+    ``name`` is ``"<kind>:<bus name>"`` (``modbus:rs485``): the agent finds a
+    bus's source by it. ``status()`` is what ``cityedge status`` shows for it.
     """
 
     name: str = "source"

@@ -48,6 +48,7 @@ async def test_reload_keeps_old_config_on_error_and_adds_devices(
             result = await agent.reload("test")
             assert result["ok"] is True and result["buses_restarted"] == ["tcp"]
             await wait(lambda: any(r["device"] == "meter-2" for r in recorder.readings()))
+            assert len(agent.sources) == 1 and len(agent._running) == 1, "the old bus stopped"
         finally:
             agent.stop()
             await asyncio.wait_for(task, 20)

@@ -50,6 +50,8 @@ from cityedge.config.model import (
     Config,
     DeviceConfig,
     DownlinkConfig,
+    HealthConfig,
+    MetricsConfig,
     SigningConfig,
     SiteConfig,
     StorageConfig,
@@ -201,6 +203,18 @@ def _public_key(ctx: Context, value: Any, key: Key) -> str:
     return line
 
 
+def _listen(ctx: Context, value: Any, key: Key) -> str:
+    from cityedge.metrics import parse_listen
+
+    hint = '"127.0.0.1:9108" (keep metrics on loopback)'
+    listen: str = text(hint=hint)(ctx, value, key)
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        raise Invalid(str(exc), hint) from None
+    return listen
+
+
 SIGNING_FIELDS: Fields = {
     "enabled": Field(boolean()),
     "socket": Field(path()),
@@ -268,6 +282,8 @@ TOP_FIELDS: Fields = {
     "alerts": Field(table({"resend_s": Field(POSITIVE)}, AlertsConfig)),
     "signing": Field(table(SIGNING_FIELDS, SigningConfig)),
     "downlink": Field(table(DOWNLINK_FIELDS, _downlink)),
+    "metrics": Field(table({"listen": Field(_listen)}, MetricsConfig)),
+    "health": Field(table({"every_s": Field(number(10))}, HealthConfig)),
     "profiles_dir": Field(path("dir")),
     "log_level": Field(choice(*LOG_LEVELS)),
 }
@@ -494,6 +510,8 @@ def _assemble(
         alerts=top.get("alerts", AlertsConfig()),
         signing=top.get("signing", SigningConfig()),
         downlink=top.get("downlink", DownlinkConfig()),
+        metrics=top.get("metrics", MetricsConfig()),
+        health=top.get("health", HealthConfig()),
         profiles_dir=pdir,
         log_level=top.get("log_level", "info"),
         extra=extra,

@@ -136,6 +136,16 @@ class DownlinkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str | None = None  # "127.0.0.1:9108"; None: no metrics endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    every_s: float = 3600.0  # the periodic health message
+
+
+@dataclass(frozen=True, slots=True)
 class AlertsConfig:
     resend_s: float = 300.0  # an unacknowledged alert goes again this often
 
@@ -152,5 +162,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
     downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     log_level: str = "info"
     extra: dict[str, object] = field(default_factory=dict)
