@@ -12,11 +12,14 @@ import contextlib
 import json
 import math
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.contract.base import ContractPeer, started
+from cityedge.grid import cell_id
+from tests.contract.base import SITE, ContractPeer, started
+from tests.contract.ble import BleContractPeer
 from tests.contract.chirpstack import ChirpStackContractPeer
 from tests.contract.lorawan import LoRaWANContractPeer
 from tests.contract.modbus import ModbusRtuPeer, ModbusTcpPeer
@@ -31,6 +34,7 @@ PEERS: list[type[ContractPeer]] = [
     SerialContractPeer,
     LoRaWANContractPeer,
     ChirpStackContractPeer,
+    BleContractPeer,
 ]
 
 
@@ -63,6 +67,28 @@ async def until(
                 await sink.event.wait()
 
 
+def check_readings(peer: ContractPeer, sink: Collector) -> None:
+    """Every reading: the device, a point, a UTC time, the site's cell, the clock's word."""
+    cell = cell_id(SITE.latitude, SITE.longitude, SITE.cell_size_m)
+    for r in sink.readings:
+        assert r.device == peer.device and r.point, r
+        assert r.ts.utcoffset() == timedelta(0), r
+        assert (r.cell, r.time_ok) == (cell, peer.clock_synced), r
+        assert r.quality == "good" or r.reason, r
+
+
+def check_status(peer: ContractPeer, status: dict[str, object]) -> None:
+    """After shutdown: status() JSON-ready, not connected, per device its state and errors."""
+    json.dumps(status)  # as `cityedge status` shows it
+    assert {"bus", "type", "connected", "devices"} <= status.keys(), status
+    assert status["connected"] is False, "a cancelled source still claims its transport"
+    devices = status["devices"]
+    assert isinstance(devices, dict) and peer.device in devices, status
+    device = devices[peer.device]
+    assert {"state", "last_error", "errors_total"} <= device.keys(), device
+    assert "polls" in device or "frames" in device, device
+
+
 @pytest.mark.parametrize("peer_cls", PEERS, ids=lambda c: c.name)
 def test_driver_contract(peer_cls: type[ContractPeer], tmp_path: Path) -> None:
     """Start, read, device fault, transport loss and recovery, clean shutdown."""
@@ -93,10 +119,7 @@ def test_driver_contract(peer_cls: type[ContractPeer], tmp_path: Path) -> None:
                 assert not task.done()
             # 4. clean shutdown: `running` cancelled it; async_test checks for leftovers
             assert task.cancelled() or task.done()
-            status = source.status()
-            assert isinstance(status, dict)
-            json.dumps(status)  # JSON-ready, as `cityedge status` shows it
-            assert {"bus", "type", "connected", "devices"} <= status.keys()
-            assert peer.device in status["devices"]  # type: ignore[operator]
+            check_readings(peer, sink)
+            check_status(peer, source.status())
 
     contract()

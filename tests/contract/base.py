@@ -22,8 +22,9 @@ from tests.peers.modbus import Collector
 SITE = SiteConfig(id="contract", gateway_id="gw-contract", latitude=52.5163, longitude=13.3777)
 
 
-def context(state_dir: Path) -> SourceContext:
-    return SourceContext(SITE, state_dir)
+def context(state_dir: Path, *, synced: bool = True) -> SourceContext:
+    """The context a peer builds its source with; ``synced=False``: the clock is not."""
+    return SourceContext(SITE, state_dir, clock_ok=None if synced else lambda: False)
 
 
 class ContractPeer(abc.ABC):
@@ -35,6 +36,8 @@ class ContractPeer(abc.ABC):
     # device that keeps talking does (a frame sent while the transport is
     # down is lost, as in the field). None: stimulate once (polled buses).
     restimulate_s: float | None = None
+    # What the context's clock says; every reading must carry it as time_ok.
+    clock_synced: bool = True
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir

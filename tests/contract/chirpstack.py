@@ -55,6 +55,7 @@ EVENT: dict[str, Any] = {
 class ChirpStackContractPeer(ContractPeer):
     name = "chirpstack-mqtt"
     device = "cs-1"
+    clock_synced = False  # a gateway booted without NTP: readings say time_ok=False
     restimulate_s = 0.2
 
     def __init__(self, state_dir: Path) -> None:
@@ -76,7 +77,7 @@ class ChirpStackContractPeer(ContractPeer):
                         options={"broker": "127.0.0.1", "port": self.broker.port})  # fmt: skip
         dev = DeviceConfig(id=self.device, bus="cs", profile_name=PROFILE.name, profile=PROFILE,
                            options={"dev_eui": DEV_EUI})  # fmt: skip
-        return build_source(bus, [dev], context(self.state_dir))
+        return build_source(bus, [dev], context(self.state_dir, synced=False))
 
     async def _publish(self, payload: bytes) -> None:
         await asyncio.to_thread(publish.single, TOPIC, payload, qos=1,

@@ -30,6 +30,7 @@ FIELDS = tuple(f for f in PUMP_FIELDS if f.name in {"speed", "pressure", "runnin
 class OpcUaContractPeer(ContractPeer):
     name = "opcua"
     device = "pump1"
+    clock_synced = False  # a gateway booted without NTP: readings say time_ok=False
     restimulate_s = 0.2
 
     def __init__(self, state_dir: Path) -> None:
@@ -46,7 +47,9 @@ class OpcUaContractPeer(ContractPeer):
 
     def source(self) -> Source:
         dev = pump_device(pump_profile(FIELDS), self.device)
-        return build_source(opcua_bus(self.server.url), [dev], context(self.state_dir))
+        return build_source(
+            opcua_bus(self.server.url), [dev], context(self.state_dir, synced=False)
+        )
 
     async def stimulate(self) -> None:
         await self.server.set("Speed", float(next(self._speed)))

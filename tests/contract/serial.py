@@ -39,6 +39,7 @@ def rejected(source: Source, reason: str) -> int:
 class SerialContractPeer(ContractPeer):
     name = "serial-sensor"
     device = "s1"
+    clock_synced = False  # a gateway booted without NTP: readings say time_ok=False
     restimulate_s = 0.1
 
     def __init__(self, state_dir: Path) -> None:
@@ -55,7 +56,7 @@ class SerialContractPeer(ContractPeer):
 
     def source(self) -> Source:
         bus, dev = sensor(self.port, "nova/sds011", device_id=self.device)
-        return build_source(bus, [dev], context(self.state_dir))
+        return build_source(bus, [dev], context(self.state_dir, synced=False))
 
     async def stimulate(self) -> None:
         self.port.write(sds_frame(next(self._pm) % 10_000))
