@@ -215,7 +215,9 @@ def _rotate(args: argparse.Namespace) -> int:
     print(f"  new key id  {doc['new_key_id']}")
     print(f"  fingerprint {doc['new_fingerprint']}")
     print(f"  public      {doc['new_public']}")
-    print("rotation statement (the old key signs the new one; the gateway publishes it, the hub")
+    print(
+        "the rotation statement (the old key signs the new one; the gateway publishes it; the hub"
+    )
     print("can also take it as a 'rotation' line of its keys file):")
     print(f"rotation {encoded}")
     return EXIT_OK
