@@ -19,6 +19,7 @@ import structlog
 from cityedge import __version__
 from cityedge.alert_store import AlertStore
 from cityedge.alerting import AlertEngine, rules_from
+from cityedge.anomaly_runtime import AnomalyRuntime
 from cityedge.attest import build_record, sign_record
 from cityedge.clock import ClockState
 from cityedge.commands import CommandError, CommandRouter
@@ -64,6 +65,7 @@ class Agent:
         self.state_dir = state_dir
         self.alert_store = AlertStore(state_dir / "alerts.json", config.alerts.resend_s)
         self.alerts = AlertEngine(rules_from(config), config.site.gateway_id)
+        self.anomaly = AnomalyRuntime(config, state_dir, self.alerts, self.raise_alerts)
         self.signer = (
             SyncSignerClient(config.signing.socket, timeout_s=config.signing.timeout_s)
             if config.signing.enabled
@@ -79,6 +81,7 @@ class Agent:
         self.commands = CommandRouter(self._answer, self._verify_command)
         self.commands.register("ack_alert", self._cmd_ack_alert)
         self.commands.register("status", self._cmd_status)
+        self.commands.register("install_model", self._cmd_install_model)
         self._command_tasks: set[asyncio.Task[None]] = set()
         self.sender = self._make_sender(config)
         self.clock = ClockState()
@@ -124,7 +127,12 @@ class Agent:
         signer = self.signer
         try:
             keys = await asyncio.to_thread(signer.public_keys)
-            record = build_record(self.config, public_keys=list(keys.get("keys", [])))
+            record = build_record(
+                self.config,
+                public_keys=list(keys.get("keys", [])),
+                models=await asyncio.to_thread(self.anomaly.hashes),
+                time_ok=self.clock.ok(),
+            )
             signed = await asyncio.to_thread(sign_record, record, signer)
         except SignerError as exc:
             log.warning("attestation_deferred", reason=exc.reason)
@@ -202,6 +210,7 @@ class Agent:
             self._start_source(src)
         summary_task = asyncio.create_task(self._summaries(), name="summary")
         resend_task = asyncio.create_task(self._resend_alerts(), name="alert-resend")
+        anomaly_task = asyncio.create_task(self.anomaly.run(), name="anomaly")
         watch_task = asyncio.create_task(self._watch_config(), name="config-watch")
         await self.ops.start()
         try:
@@ -210,7 +219,7 @@ class Agent:
             log.info("agent_stopping")
             await self.ops.stop()
             source_tasks = [task for _src, task in self._running.values()]
-            background = [*source_tasks, summary_task, resend_task, watch_task,
+            background = [*source_tasks, summary_task, resend_task, watch_task, anomaly_task,
                           *self._command_tasks]  # fmt: skip
             for t in background:
                 t.cancel()
@@ -224,6 +233,8 @@ class Agent:
             await loop.run_in_executor(self.executor, self.outbox.close)
             self.executor.shutdown(wait=True)
             self.alert_store.close()
+            if self.signer is not None:
+                self.signer.close()
             log.info("agent_stopped")
 
     # -- sources and reload -------------------------------------------------
@@ -295,6 +306,7 @@ class Agent:
                 self.sources.append(src)
                 self._start_source(src)
         self.alerts.rules = rules_from(new)
+        self.anomaly.apply(new)
         self.config = new
         restarted_uplink = new.uplink != old.uplink or new.site != old.site
         if restarted_uplink:
@@ -318,6 +330,7 @@ class Agent:
         if self.silenced:
             readings = [silent(r) if r.device in self.silenced else r for r in readings]
         await self.writer.submit(readings)
+        self.anomaly.observe(readings)
         alerts = self.alerts.on_readings(readings)
         if alerts:
             await self.raise_alerts(alerts)
@@ -412,6 +425,19 @@ class Agent:
     async def _control_reload(self, _req: dict[str, Any]) -> dict[str, Any]:
         return await self.reload("control")
 
+    async def _cmd_install_model(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A new anomaly model version, installed without a restart (signed command)."""
+        for name in ("name", "onnx_b64", "sha256"):
+            if not isinstance(args.get(name), str):
+                raise CommandError(f"args.{name} must be a string")
+        result = await asyncio.to_thread(
+            self.anomaly.install, args["name"], args["onnx_b64"], args["sha256"]
+        )
+        link = self.sender.link
+        if link is not None:
+            await self._birth(link)  # the measurement changed: attest again
+        return result
+
     async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self._status(args)
 
@@ -482,6 +508,7 @@ class Agent:
             "clock": self.clock.state(),
             "signer": self._signer_status(),
             "reload": self.last_reload,
+            "anomaly": self.anomaly.status(),
             "alerts": {
                 "active": len(self.alerts.tracker.active()),
                 "raised": {lvl.label: n for lvl, n in self.alerts.tracker.raised.items()},

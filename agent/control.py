@@ -21,6 +21,7 @@ log = structlog.get_logger("cityedge.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST = 64 * 1024
+MAX_ANSWER = 16 * 1024 * 1024  # a status of a big gateway is large
 
 
 class ControlServer:
@@ -75,7 +76,9 @@ class ControlServer:
 
 async def request(path: Path, cmd: str, timeout_s: float = 10.0, **args: Any) -> dict[str, Any]:
     """Send one command to a running agent and return its answer."""
-    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout_s)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_unix_connection(str(path), limit=MAX_ANSWER), timeout_s
+    )
     try:
         writer.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
         await writer.drain()

@@ -40,10 +40,47 @@ class AnomalyEngine:
     compact state (see :class:`StreamTable`).
     """
 
-    def __init__(self, model_dir: Path | str) -> None:
-        self.model_dir = Path(model_dir)
+    def __init__(self, model_dir: Path | str | Sequence[Path]) -> None:
+        # Several folders: the first holding a model wins (updates before shipped).
+        dirs = [model_dir] if isinstance(model_dir, Path | str) else list(model_dir)
+        self.model_dirs = [Path(d) for d in dirs]
+        self.model_dir = self.model_dirs[0]
         self._models: dict[str, _ModelSlot] = {}
         self._streams: dict[Hashable, StreamInfo] = {}
+
+    def find(self, model_name: str) -> Path:
+        """The folder the model loads from (the first that has it)."""
+        for d in self.model_dirs:
+            if (d / model_name / f"{model_name}.onnx").is_file():
+                return d
+        return self.model_dirs[-1]
+
+    def models(self) -> dict[str, str]:
+        """Loaded models and their versions."""
+        return {name: slot.model.version for name, slot in self._models.items()}
+
+    def reload_model(self, model_name: str) -> tuple[str | None, str, bool]:
+        """Load a new version of a model in place: (old version, new version, state kept).
+
+        Streams of other models are untouched. The streams of this model keep
+        their state when the new version has the same state layout (window or
+        memory); otherwise they restart their warm-up on the new version.
+        """
+        new = load_model(self.find(model_name), model_name)
+        slot = self._models.get(model_name)
+        if slot is None:
+            self._models[model_name] = _ModelSlot(new, _table_for(new))
+            return None, new.version, True
+        old = slot.model
+        same = type(old) is type(new) and _layout(old) == _layout(new)
+        if same:
+            slot.model = new
+            return old.version, new.version, True
+        slot.model, slot.table = new, _table_for(new)
+        for key, info in list(self._streams.items()):
+            if info.model_name == model_name:
+                self._streams[key] = StreamInfo(model_name, slot.table.allocate())
+        return old.version, new.version, False
 
     def add_stream(self, key: Hashable, model_name: str) -> None:
         """Start watching ``key`` with ``model_name``; a new stream warms up silently."""
@@ -109,13 +146,8 @@ class AnomalyEngine:
     def _slot(self, model_name: str) -> _ModelSlot:
         slot = self._models.get(model_name)
         if slot is None:
-            model = load_model(self.model_dir, model_name)
-            table: StreamTable | BlockTable
-            if isinstance(model, BlockModel):
-                table = BlockTable(model.memory)
-            else:
-                table = StreamTable(model.window)
-            slot = _ModelSlot(model, table)
+            model = load_model(self.find(model_name), model_name)
+            slot = _ModelSlot(model, _table_for(model))
             self._models[model_name] = slot
         return slot
 
@@ -125,3 +157,16 @@ class AnomalyEngine:
         if isinstance(model, BlockModel):
             return BlockTable.bytes_per_stream(model.memory)
         return StreamTable.bytes_per_stream(model.window)
+
+
+def _table_for(model: AnyModel) -> StreamTable | BlockTable:
+    if isinstance(model, BlockModel):
+        return BlockTable(model.memory)
+    return StreamTable(model.window)
+
+
+def _layout(model: AnyModel) -> tuple[object, ...]:
+    """What a stream's state means: equal layouts can carry state across versions."""
+    if isinstance(model, BlockModel):
+        return ("block", model.memory, model.block, model.coarse)
+    return ("window", model.window)

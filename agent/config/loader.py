@@ -46,6 +46,7 @@ from cityedge.config.driver_specs import (
 )
 from cityedge.config.model import (
     AlertsConfig,
+    AnomalyConfig,
     BusConfig,
     Config,
     DeviceConfig,
@@ -57,6 +58,7 @@ from cityedge.config.model import (
     StorageConfig,
     TlsConfig,
     UplinkConfig,
+    WatchConfig,
 )
 from cityedge.config.profile_loader import (
     PROFILE_NAME,
@@ -215,6 +217,22 @@ def _listen(ctx: Context, value: Any, key: Key) -> str:
     return listen
 
 
+WATCH_FIELDS: Fields = {
+    "device": Field(text(), required=True),
+    "point": Field(text(), required=True),
+    "model": Field(text(r"[a-z0-9_]{1,64}", hint="a model folder name, e.g. block_novelty")),
+}
+ANOMALY_FIELDS: Fields = {
+    "tick_s": Field(number(0.05, 60)),
+    "model_dir": Field(path("dir")),
+    "watch": Field(array(table(WATCH_FIELDS, WatchConfig))),
+}
+
+
+def _anomaly(**values: Any) -> AnomalyConfig:
+    return AnomalyConfig(**{**values, "watch": tuple(values.get("watch", ()))})
+
+
 SIGNING_FIELDS: Fields = {
     "enabled": Field(boolean()),
     "socket": Field(path()),
@@ -284,6 +302,7 @@ TOP_FIELDS: Fields = {
     "downlink": Field(table(DOWNLINK_FIELDS, _downlink)),
     "metrics": Field(table({"listen": Field(_listen)}, MetricsConfig)),
     "health": Field(table({"every_s": Field(number(10))}, HealthConfig)),
+    "anomaly": Field(table(ANOMALY_FIELDS, _anomaly)),
     "profiles_dir": Field(path("dir")),
     "log_level": Field(choice(*LOG_LEVELS)),
 }
@@ -485,9 +504,15 @@ def _device(ctx: Context, key: Key, dev: dict[str, Any], profile: Any) -> Device
     return DeviceConfig(profile=profile, line=ctx.line(key), options=options, **known)
 
 
+# Keys a bus type reads from its options although BusConfig has a field of that
+# name for Modbus (whose default, 502, would hide that the key was not set).
+_OPTION_KEYS = {"lorawan-udp": {"port"}, "chirpstack-mqtt": {"port"}}
+
+
 def _bus_config(values: dict[str, Any]) -> BusConfig:
-    known = {k: v for k, v in values.items() if k in _BUS_ATTRS}
-    options = {k: v for k, v in values.items() if k not in _BUS_ATTRS}
+    own = _OPTION_KEYS.get(str(values.get("type")), set())
+    known = {k: v for k, v in values.items() if k in _BUS_ATTRS and k not in own}
+    options = {k: v for k, v in values.items() if k not in _BUS_ATTRS or k in own}
     return BusConfig(options=options, **known)
 
 
@@ -512,6 +537,7 @@ def _assemble(
         downlink=top.get("downlink", DownlinkConfig()),
         metrics=top.get("metrics", MetricsConfig()),
         health=top.get("health", HealthConfig()),
+        anomaly=top.get("anomaly", AnomalyConfig()),
         profiles_dir=pdir,
         log_level=top.get("log_level", "info"),
         extra=extra,

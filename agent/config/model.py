@@ -136,6 +136,20 @@ class DownlinkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchConfig:
+    device: str
+    point: str
+    model: str = "block_novelty"
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyConfig:
+    tick_s: float = 1.0  # scores computed once per tick, batched across streams
+    model_dir: Path | None = None  # None: the shipped models
+    watch: tuple[WatchConfig, ...] = ()  # beyond the points profiles name a model for
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     listen: str | None = None  # "127.0.0.1:9108"; None: no metrics endpoint
 
@@ -163,6 +177,7 @@ class Config:
     signing: SigningConfig = field(default_factory=SigningConfig)
     downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     log_level: str = "info"
     extra: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,211 @@
+"""The anomaly models on the agent's data path: streams, ticks, alerts, updates.
+
+Which point a model watches is set by the profile (a point's or field's
+``model``) or by the config (``[[anomaly.watch]]``). Readings are buffered
+and scored once per tick, all streams of a model in one onnxruntime call, on
+the agent's own inference thread. Scores become blue / yellow / red alerts
+through the same tracker as threshold rules; levels are derived from the
+model's shipped threshold T (blue at T, yellow at T + (1-T)/3, red at
+T + 2(1-T)/3), and the alert's evidence names the model and its version.
+
+A new model version is installed at run time (``install_model``, a signed
+downlink command): written next to the shipped models, then loaded in place;
+the streams of other models keep their state, and the streams of the
+updated model keep theirs when its state layout did not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cityedge.alerting import AlertEngine
+from cityedge.alerts import AlertRule
+from cityedge.anomaly import AnomalyEngine
+from cityedge.anomaly.nab import default_model_dir
+from cityedge.config.model import Config
+from cityedge.readings import Quality, Reading
+
+log = structlog.get_logger("cityedge.anomaly")
+
+StreamKey = tuple[str, str]  # (device, point)
+MODEL_NAME = re.compile(r"[a-z0-9_]{1,64}")
+MAX_MODEL_BYTES = 48 * 1024
+
+
+def watched(config: Config) -> dict[StreamKey, str]:
+    """(device, point) -> model name, from profiles and the config's anomaly section."""
+    out: dict[StreamKey, str] = {}
+    for dev in config.devices:
+        for item in (*dev.profile.points, *dev.profile.fields):
+            if item.model:
+                out[(dev.id, item.name)] = item.model
+    for w in config.anomaly.watch:
+        out[(w.device, w.point)] = w.model
+    return out
+
+
+def rule_for(threshold: float, model: str) -> AlertRule:
+    t = min(max(threshold, 0.0), 0.99)
+    step = (1.0 - t) / 3
+    return AlertRule(levels=(t, t + step, t + 2 * step), hysteresis=t / 2, clear_after=3,
+                     cooldown_s=600.0, kind="anomaly", model=model)  # fmt: skip
+
+
+class AnomalyRuntime:
+    def __init__(
+        self,
+        config: Config,
+        state_dir: Path,
+        alerts: AlertEngine,
+        raise_alerts: Callable[[list[dict[str, Any]]], Any],
+    ) -> None:
+        self.updates_dir = state_dir / "models"
+        shipped = config.anomaly.model_dir or default_model_dir()
+        self.engine = AnomalyEngine([self.updates_dir, shipped])
+        self.alerts = alerts
+        self.raise_alerts = raise_alerts
+        self.tick_s = config.anomaly.tick_s
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="anomaly")
+        self._pending: dict[StreamKey, list[tuple[datetime, float]]] = defaultdict(list)
+        self._rules: dict[str, AlertRule] = {}
+        self.streams: dict[StreamKey, str] = {}
+        self.scored = 0
+        self.anomalies = 0
+        self.failed: dict[str, str] = {}
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        """Add and remove streams for a (re)loaded config; unchanged streams keep state."""
+        wanted = watched(config)
+        for key in [k for k, m in self.streams.items() if wanted.get(k) != m]:
+            self.engine.remove_stream(key)
+            del self.streams[key]
+        for key, model in wanted.items():
+            if key in self.streams:
+                continue
+            try:
+                self.engine.add_stream(key, model)
+            except (FileNotFoundError, ValueError) as exc:
+                self.failed[model] = str(exc)
+                log.error("anomaly_model_unavailable", model=model, error=str(exc))
+                continue
+            self.streams[key] = model
+
+    def observe(self, readings: Sequence[Reading]) -> None:
+        """Called from the sink: keep watched good numeric readings for the next tick."""
+        if not self.streams:
+            return
+        for r in readings:
+            key = (r.device, r.point)
+            if key not in self.streams or r.quality != Quality.GOOD:
+                continue
+            if isinstance(r.value, bool) or not isinstance(r.value, int | float):
+                continue
+            pending = self._pending[key]
+            if len(pending) < 1000:  # a stalled tick must not grow without bound
+                pending.append((r.ts, float(r.value)))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(self.tick_s)
+                if not self._pending:
+                    continue
+                pending, self._pending = self._pending, defaultdict(list)
+                scored = await loop.run_in_executor(self._executor, self._score, pending)
+                records = []
+                for (device, point), ts, value, score in scored:
+                    rule = self._rule(self.streams.get((device, point), ""))
+                    if rule is None:
+                        continue
+                    rec = self.alerts.on_score(rule, device, point, ts, value, score)
+                    if rec is not None:
+                        records.append(rec)
+                if records:
+                    self.anomalies += sum(1 for r in records if r["transition"] != "cleared")
+                    await self.raise_alerts(records)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def _score(
+        self, pending: dict[StreamKey, list[tuple[datetime, float]]]
+    ) -> list[tuple[StreamKey, datetime, float, float]]:
+        """Rounds of one reading per stream, each round one engine step (the thread)."""
+        out = []
+        depth = max(len(v) for v in pending.values())
+        for i in range(depth):
+            batch = [(k, v[i][0], v[i][1]) for k, v in pending.items() if i < len(v)]
+            for (key, score), (_k, ts, value) in zip(self.engine.step(batch), batch, strict=True):
+                out.append((key, ts, value, score))  # type: ignore[arg-type]
+        self.scored += len(out)
+        return out  # type: ignore[return-value]
+
+    def _rule(self, model_name: str) -> AlertRule | None:
+        rule = self._rules.get(model_name)
+        if rule is None:
+            try:
+                model = self.engine.model_of_name(model_name)
+            except (FileNotFoundError, ValueError):
+                return None
+            threshold = model.thresholds.get("standard", 0.5)
+            rule = self._rules[model_name] = rule_for(threshold, f"{model.name}@{model.version}")
+        return rule
+
+    def install(self, name: str, onnx_b64: str, sha256: str) -> dict[str, Any]:
+        """Write a new model version and load it in place (the command's work)."""
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError("model name must be lowercase letters, digits, _ (at most 64)")
+        try:
+            data = base64.b64decode(onnx_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("onnx_b64 is not base64") from None
+        if len(data) > MAX_MODEL_BYTES:
+            raise ValueError(f"model is {len(data)} bytes; at most {MAX_MODEL_BYTES}")
+        if hashlib.sha256(data).hexdigest() != sha256.lower():
+            raise ValueError("sha256 does not match the model bytes")
+        folder = self.updates_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.onnx.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / f"{name}.onnx")
+        try:
+            old, new, kept = self.engine.reload_model(name)
+        except (ValueError, OSError) as exc:
+            (folder / f"{name}.onnx").unlink(missing_ok=True)
+            raise ValueError(f"the model does not load: {exc}") from exc
+        self._rules.pop(name, None)
+        self.failed.pop(name, None)
+        log.info("anomaly_model_installed", model=name, old=old, new=new, state_kept=kept)
+        return {"model": name, "old_version": old, "version": new, "state_kept": kept}
+
+    def hashes(self) -> dict[str, str]:
+        """sha256 of every model file in use, for the attestation record."""
+        out = {}
+        for name in set(self.streams.values()):
+            path = self.engine.find(name) / name / f"{name}.onnx"
+            if path.is_file():
+                out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "streams": len(self.streams),
+            "scored": self.scored,
+            "anomalies": self.anomalies,
+            "models": self.engine.models(),
+            "unavailable": dict(self.failed),
+        }
