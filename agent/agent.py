@@ -29,6 +29,7 @@ from cityedge.drivers.base import Source
 from cityedge.ops import Operations
 from cityedge.outbox import Outbox
 from cityedge.pipeline import Writer
+from cityedge.profiles import FieldMap, Point
 from cityedge.readings import Priority, Quality, Reading
 from cityedge.signing.downlink import Command, CommandVerifier, NonceCache
 from cityedge.signing.protocol import SignerError
@@ -164,7 +165,7 @@ class Agent:
         if dev is None:
             return f"unknown device {cmd.args.get('device')!r}"
         name = cmd.args.get("point")
-        items = [*dev.profile.points, *dev.profile.fields]
+        items: list[Point | FieldMap] = [*dev.profile.points, *dev.profile.fields]
         item = next((i for i in items if i.name == name), None)
         if item is None:
             return f"device {dev.id} has no point {name!r}"

@@ -36,6 +36,7 @@ from cityedge.alerts import AlertRule
 from cityedge.anomaly import AnomalyEngine
 from cityedge.anomaly.nab import default_model_dir
 from cityedge.config.model import Config
+from cityedge.profiles import FieldMap, Point
 from cityedge.readings import Quality, Reading
 
 log = structlog.get_logger("cityedge.anomaly")
@@ -49,7 +50,8 @@ def watched(config: Config) -> dict[StreamKey, str]:
     """(device, point) -> model name, from profiles and the config's anomaly section."""
     out: dict[StreamKey, str] = {}
     for dev in config.devices:
-        for item in (*dev.profile.points, *dev.profile.fields):
+        items: list[Point | FieldMap] = [*dev.profile.points, *dev.profile.fields]
+        for item in items:
             if item.model:
                 out[(dev.id, item.name)] = item.model
     for w in config.anomaly.watch:
@@ -150,7 +152,7 @@ class AnomalyRuntime:
         for i in range(depth):
             batch = [(k, v[i][0], v[i][1]) for k, v in pending.items() if i < len(v)]
             for (key, score), (_k, ts, value) in zip(self.engine.step(batch), batch, strict=True):
-                out.append((key, ts, value, score))  # type: ignore[arg-type]
+                out.append((key, ts, value, score))
         self.scored += len(out)
         return out  # type: ignore[return-value]
 
