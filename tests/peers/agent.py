@@ -28,7 +28,7 @@ def write_config(
     poll_s: float = 0.1,
     extra_uplink: str = "",
     extra_storage: str = "",
-    extra: str = '[signing]\nenabled = false\n',
+    extra: str = "[signing]\nenabled = false\n",
 ) -> Path:
     devices = "".join(
         f'\n[[devices]]\nid = "meter-{u}"\nbus = "tcp"\nunit_id = {u}\n'
