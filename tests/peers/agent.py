@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cityedge.uplink.codec import decode_batch
 from tests.peers.mqtt import free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,8 +121,9 @@ def outbox_seqs(path: Path) -> set[int]:
     try:
         seqs = {int(s) for (s,) in db.execute("SELECT seq FROM readings")}
         for (payload,) in db.execute("SELECT payload FROM batches"):
-            doc = json.loads(zlib.decompress(payload))
-            seqs.update(int(r["seq"]) for r in doc["readings"])
+            doc = decode_batch(payload)
+            items = doc.get("readings") or doc.get("alerts") or doc.get("events") or []
+            seqs.update(int(r["seq"]) for r in items)
     finally:
         db.close()
     return seqs
