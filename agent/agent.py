@@ -7,6 +7,7 @@ import contextlib
 import faulthandler
 import hashlib
 import json
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from cityedge.commands import CommandError, CommandRouter
 from cityedge.config.model import Config
 from cityedge.control import ControlServer
 from cityedge.drivers.base import Source
+from cityedge.errors import TransientError
 from cityedge.ops import Operations
 from cityedge.outbox import Outbox
 from cityedge.pipeline import Writer
@@ -35,7 +37,7 @@ from cityedge.signing.downlink import Command, CommandVerifier, NonceCache
 from cityedge.signing.protocol import SignerError
 from cityedge.signing.signer_client import SyncSignerClient
 from cityedge.sources import SourceContext, build_sources, factory
-from cityedge.uplink.link import Link
+from cityedge.uplink.link import Link, state_payload
 from cityedge.uplink.sealing import UplinkSealer
 from cityedge.uplink.sender import Sender
 
@@ -83,6 +85,9 @@ class Agent:
         self.commands.register("ack_alert", self._cmd_ack_alert)
         self.commands.register("status", self._cmd_status)
         self.commands.register("install_model", self._cmd_install_model)
+        self.commands.register("write_point", self._cmd_write_point)
+        self.commands.register("reload_config", self._cmd_reload_config)
+        self.commands.register("republish", self._cmd_republish)
         self._command_tasks: set[asyncio.Task[None]] = set()
         self.sender = self._make_sender(config)
         self.clock = ClockState()
@@ -439,6 +444,64 @@ class Agent:
             await self._birth(link)  # the measurement changed: attest again
         return result
 
+    async def _cmd_write_point(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Write a point (the policy already checked: writable, within range)."""
+        device, point, value = args.get("device"), args.get("point"), args.get("value")
+        dev = next((d for d in self.config.devices if d.id == device), None)
+        if dev is None or not isinstance(point, str) or not isinstance(value, int | float):
+            raise CommandError("args: device (a configured id), point, value (a number)")
+        src = self._running.get(dev.bus, (None, None))[0]
+        writer = getattr(src, "write_now", None) or getattr(src, "write", None)
+        if writer is None:
+            raise CommandError(f"bus {dev.bus} ({self.config.buses[dev.bus].type}) cannot write")
+        try:
+            await writer(dev.id, point, value)
+        except (TransientError, TimeoutError) as exc:
+            raise CommandError(f"not written: {exc or 'the device did not answer'}") from exc
+        except Exception as exc:  # the device or the codec said no: the cloud hears why
+            raise CommandError(f"not written: {type(exc).__name__}: {exc}") from exc
+        log.info("point_written_by_command", device=dev.id, point=point, value=value)
+        return {"device": dev.id, "point": point, "value": value, "written": True}
+
+    async def _cmd_reload_config(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Reload the config file; with ``toml``, validate that text first, then install it.
+
+        A config that does not validate changes nothing: the old one keeps
+        running and the answer lists every problem.
+        """
+        text = args.get("toml")
+        if text is not None:
+            if not isinstance(text, str):
+                raise CommandError("args.toml must be the config file's text")
+            problems = await asyncio.to_thread(self._validate_text, text)
+            if problems:
+                raise CommandError("config refused: " + "; ".join(problems[:20]))
+            await asyncio.to_thread(_replace_file, self.config.source, text.encode())
+        result = await self.reload("command")
+        if not result.get("ok"):
+            raise CommandError("config refused: " + "; ".join(result.get("problems", [])[:20]))
+        return result
+
+    def _validate_text(self, text: str) -> list[str]:
+        from cityedge.config.loader import check_config
+
+        candidate = self.config.source.with_name(f".{self.config.source.name}.candidate")
+        candidate.write_text(text)
+        try:
+            _cfg, problems = check_config(candidate, self.config.profiles_dir)
+        finally:
+            candidate.unlink(missing_ok=True)
+        return [str(p) for p in problems]
+
+    async def _cmd_republish(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Birth (online state), keys and attestation again, e.g. after a hub restart."""
+        link = self.sender.link
+        if link is None:
+            raise CommandError("the uplink is not connected")
+        link.publish(self.sender.topic("state"), state_payload("online"), retain=True)
+        await self._birth(link)
+        return {"republished": ["state", "keys", "attestation"]}
+
     async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self._status(args)
 
@@ -545,3 +608,13 @@ def silent(r: Reading) -> Reading:
 def bus_of(src: Source) -> str:
     """The bus a source runs: source names are '<kind>:<bus name>' (drivers/base.py)."""
     return src.name.split(":", 1)[-1]
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Atomic: write beside, fsync, rename over (a power cut leaves old or new)."""
+    tmp = path.with_name(f".{path.name}.new")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -58,6 +58,17 @@ from cityedge.readings import Quality, Reading, utc_now
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    register: str  # coil | holding
+    address: int
+    words: list[int]
+
+
+class WriteRefused(Exception):
+    """The device answered a write with an exception reply."""
+
+
 class ReplyMismatch(TransientError):
     """A reply that does not answer the request sent (stale or garbled)."""
 
@@ -199,7 +210,15 @@ class ModbusClient(PolledDriver[ModbusDevice, ReadRequest]):
                 return
             await asyncio.sleep(wait)
 
-    def _call(self, client: Client, device: ModbusDevice, request: ReadRequest) -> Awaitable[Any]:
+    def _call(
+        self, client: Client, device: ModbusDevice, request: ReadRequest | _Write
+    ) -> Awaitable[Any]:
+        if isinstance(request, _Write):
+            if request.register == "coil":
+                return client.write_coil(
+                    request.address, bool(request.words[0]), device_id=device.unit_id
+                )
+            return client.write_registers(request.address, request.words, device_id=device.unit_id)
         fn: dict[int, Callable[..., Awaitable[ModbusPDU]]] = {
             1: client.read_coils,
             2: client.read_discrete_inputs,
@@ -211,7 +230,7 @@ class ModbusClient(PolledDriver[ModbusDevice, ReadRequest]):
         )
 
     async def _exchange(
-        self, client: Client, device: ModbusDevice, request: ReadRequest
+        self, client: Client, device: ModbusDevice, request: ReadRequest | _Write
     ) -> ModbusPDU:
         if not client.connected:
             raise TransientError("connection lost")
@@ -239,6 +258,21 @@ class ModbusClient(PolledDriver[ModbusDevice, ReadRequest]):
         finally:
             if self.rtu:
                 self._quiet_since = max(self._quiet_since, time.monotonic())
+
+    async def write(
+        self, device: ModbusDevice, register: str, address: int, words: list[int]
+    ) -> None:
+        """Write a coil or holding registers; an exception reply raises WriteRefused."""
+        if not self._clients:
+            raise TransientError("not open")
+        client = await self._idle.get()
+        try:
+            reply = await self._exchange(client, device, _Write(register, address, words))
+        finally:
+            self._idle.put_nowait(client)
+        if reply.isError():
+            code = getattr(reply, "exception_code", None)
+            raise WriteRefused(f"unit {device.unit_id} refused the write (exception {code})")
 
     async def read(self, device: ModbusDevice, request: ReadRequest) -> list[Reading]:
         """Read one request. Exception replies come back as bad readings.

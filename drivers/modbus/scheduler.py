@@ -45,6 +45,7 @@ from cityedge.drivers.modbus.client import (
     ReplyMismatch,
     bad_readings,
 )
+from cityedge.drivers.modbus.codec import encode_point
 from cityedge.drivers.modbus.plan import ReadRequest, plan_reads
 from cityedge.drivers.modbus.stats import DeviceStats
 from cityedge.errors import DeviceTimeout, TransientError
@@ -85,6 +86,14 @@ class _Manual:
     future: asyncio.Future[list[Reading]]
 
 
+@dataclass
+class _WriteJob:
+    device: _Device
+    point: Point
+    words: list[int]
+    future: asyncio.Future[None]
+
+
 class ModbusBus(Source):
     """The :class:`~cityedge.drivers.base.Source` polling one Modbus bus."""
 
@@ -118,7 +127,7 @@ class ModbusBus(Source):
         self._clock_ok = clock_ok
         self._heap: list[tuple[float, int, _Device]] = []
         self._seq = itertools.count()
-        self._manual: deque[_Manual] = deque()
+        self._manual: deque[_Manual | _WriteJob] = deque()
         self._wake = asyncio.Event()
         self._sink: ReadingSink | None = None
         self.connected = False
@@ -204,7 +213,7 @@ class ModbusBus(Source):
         heapq.heappush(self._heap, (due, next(self._seq), dev))
         self._wake.set()
 
-    async def _next_job(self) -> _Device | _Manual:
+    async def _next_job(self) -> _Device | _Manual | _WriteJob:
         while True:
             if self._manual:
                 return self._manual.popleft()
@@ -223,6 +232,8 @@ class ModbusBus(Source):
             try:
                 if isinstance(job, _Manual):
                     await self._run_manual(job)
+                elif isinstance(job, _WriteJob):
+                    await self._run_write(job)
                 else:
                     await self._poll(job)
             except TransientError as exc:
@@ -333,6 +344,40 @@ class ModbusBus(Source):
         self._manual.append(job)
         self._wake.set()
         return await job.future
+
+    async def write_now(self, device_id: str, point_name: str, value: float | bool) -> None:
+        """Write one point through the bus queue (never collides with polling on RTU).
+
+        Raises KeyError (unknown device or point), EncodeError (read-only,
+        out of range), TransientError (bus down), WriteRefused (the device said no).
+        """
+        dev = self._devices[device_id]
+        point = dev.config.profile.point(point_name)
+        words = encode_point(point, value)
+        if not self.connected:
+            raise TransientError(f"bus {self.bus.name} is not connected")
+        if len(self._manual) >= MANUAL_QUEUE_MAX:
+            raise TransientError(f"{MANUAL_QUEUE_MAX} requests already waiting")
+        job = _WriteJob(dev, point, words, asyncio.get_running_loop().create_future())
+        self._manual.append(job)
+        self._wake.set()
+        await job.future
+        self._log.info("point_written", device=device_id, point=point_name, value=value)
+
+    async def _run_write(self, job: _WriteJob) -> None:
+        try:
+            await self.client.write(job.device.target, job.point.register, job.point.address,
+                                    job.words)  # fmt: skip
+        except TransientError as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+            raise
+        except Exception as exc:  # refused, timeout: the caller hears why
+            if not job.future.done():
+                job.future.set_exception(exc)
+        else:
+            if not job.future.done():
+                job.future.set_result(None)
 
     async def _run_manual(self, job: _Manual) -> None:
         readings: list[Reading] = []
