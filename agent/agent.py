@@ -7,7 +7,6 @@ import contextlib
 import faulthandler
 import hashlib
 import json
-import os
 import signal
 import time
 from collections.abc import Sequence
@@ -23,21 +22,18 @@ from cityedge.alerting import AlertEngine, rules_from
 from cityedge.anomaly_runtime import AnomalyRuntime
 from cityedge.attest import build_record, sign_record
 from cityedge.clock import ClockState
-from cityedge.commands import CommandError, CommandRouter
 from cityedge.config.model import Config
 from cityedge.control import ControlServer
 from cityedge.drivers.base import Source
-from cityedge.errors import TransientError
 from cityedge.ops import Operations
 from cityedge.outbox import Outbox
 from cityedge.pipeline import Writer
-from cityedge.profiles import FieldMap, Point
 from cityedge.readings import Priority, Quality, Reading
-from cityedge.signing.downlink import Command, CommandVerifier, NonceCache
+from cityedge.remote import RemoteCommands
 from cityedge.signing.protocol import SignerError
 from cityedge.signing.signer_client import SyncSignerClient
 from cityedge.sources import SourceContext, build_sources, factory
-from cityedge.uplink.link import Link, state_payload
+from cityedge.uplink.link import Link
 from cityedge.uplink.sealing import UplinkSealer
 from cityedge.uplink.sender import Sender
 
@@ -74,21 +70,9 @@ class Agent:
             if config.signing.enabled
             else None
         )
-        self.command_verifier = CommandVerifier(
-            list(config.downlink.authority_keys),
-            config.site.gateway_id,
-            window_s=config.downlink.window_s,
-            nonces=NonceCache(config.downlink.window_s, path=state_dir / "nonces.json"),
-            policy=self._command_policy,
-        )
-        self.commands = CommandRouter(self._answer, self._verify_command)
-        self.commands.register("ack_alert", self._cmd_ack_alert)
-        self.commands.register("status", self._cmd_status)
-        self.commands.register("install_model", self._cmd_install_model)
-        self.commands.register("write_point", self._cmd_write_point)
-        self.commands.register("reload_config", self._cmd_reload_config)
-        self.commands.register("republish", self._cmd_republish)
-        self._command_tasks: set[asyncio.Task[None]] = set()
+        self.remote = RemoteCommands(self)
+        self.commands = self.remote.router
+        self._command_tasks = self.remote.tasks
         self.sender = self._make_sender(config)
         self.clock = ClockState()
         self.source_ctx = SourceContext(config.site, state_dir, clock_ok=self.clock.ok)
@@ -119,7 +103,7 @@ class Agent:
             self.executor,
             gateway_id=config.site.gateway_id,
             site_id=config.site.id,
-            on_message=self._on_downlink,
+            on_message=self.remote.on_downlink,
             seal=seal,
         )
         sender.subscriptions = (sender.topic("cmd"),)
@@ -150,38 +134,6 @@ class Agent:
         link.publish(f"{base}/attestation", json.dumps(signed).encode(), retain=True)
         self.attested_at = time.time()
         log.info("attestation_published", code_sha256=record["code_sha256"][:16])
-
-    def _verify_command(self, payload: bytes) -> tuple[dict[str, Any] | None, str | None]:
-        """Only commands signed by the city's authority, fresh, not replayed, within policy."""
-        if not self.config.downlink.authority_keys:
-            return None, "no_authority_configured"
-        verdict = self.command_verifier.check(payload)
-        if not verdict.ok or verdict.command is None:
-            detail = f"{verdict.reason}: {verdict.detail}" if verdict.detail else verdict.reason
-            return None, detail
-        cmd = verdict.command
-        return {"cmd": cmd.command, "args": cmd.args, "id": cmd.nonce}, None
-
-    def _command_policy(self, cmd: Command) -> str | None:
-        """A write only to a point its profile marks writable, within its range."""
-        if cmd.command != "write_point":
-            return None
-        dev = next((d for d in self.config.devices if d.id == cmd.args.get("device")), None)
-        if dev is None:
-            return f"unknown device {cmd.args.get('device')!r}"
-        name = cmd.args.get("point")
-        items: list[Point | FieldMap] = [*dev.profile.points, *dev.profile.fields]
-        item = next((i for i in items if i.name == name), None)
-        if item is None:
-            return f"device {dev.id} has no point {name!r}"
-        if item.write is None:
-            return f"{dev.id}.{name} is read-only in profile {dev.profile.name}"
-        value = cmd.args.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return "value must be a number"
-        if not item.write.min <= value <= item.write.max:
-            return f"{value} is outside {item.write.min}..{item.write.max}"
-        return None
 
     def stop(self) -> None:
         if not self._stop.is_set() and self.stop_timeout_s > 0:
@@ -363,27 +315,6 @@ class Agent:
                 log.info("alerts_resent", count=len(due))
                 await self.writer.submit(due, Priority.ALERT)
 
-    def _on_downlink(self, topic: str, payload: bytes) -> None:
-        if len(self._command_tasks) >= 64:
-            self.commands.rejected["busy"] += 1
-            log.warning("command_rejected", reason="busy")
-            return
-        task = asyncio.get_running_loop().create_task(self.commands.handle(payload))
-        self._command_tasks.add(task)
-        task.add_done_callback(self._command_tasks.discard)
-
-    async def _answer(self, message: dict[str, Any]) -> None:
-        await self.writer.submit([message], Priority.EVENT)
-
-    async def _cmd_ack_alert(self, args: dict[str, Any]) -> dict[str, Any]:
-        alert_id = args.get("alert_id")
-        if not isinstance(alert_id, str):
-            raise CommandError("args.alert_id must be a string")
-        known = await asyncio.to_thread(self.alert_store.ack, alert_id)
-        if not known:
-            raise CommandError(f"no unacknowledged alert {alert_id}")
-        return {"alert_id": alert_id, "acked": True}
-
     # -- what drills and the technician CLI need -----------------------------
 
     def silence(self, device: str, silent: bool) -> None:
@@ -430,80 +361,6 @@ class Agent:
 
     async def _control_reload(self, _req: dict[str, Any]) -> dict[str, Any]:
         return await self.reload("control")
-
-    async def _cmd_install_model(self, args: dict[str, Any]) -> dict[str, Any]:
-        """A new anomaly model version, installed without a restart (signed command)."""
-        for name in ("name", "onnx_b64", "sha256"):
-            if not isinstance(args.get(name), str):
-                raise CommandError(f"args.{name} must be a string")
-        result = await asyncio.to_thread(
-            self.anomaly.install, args["name"], args["onnx_b64"], args["sha256"]
-        )
-        link = self.sender.link
-        if link is not None:
-            await self._birth(link)  # the measurement changed: attest again
-        return result
-
-    async def _cmd_write_point(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Write a point (the policy already checked: writable, within range)."""
-        device, point, value = args.get("device"), args.get("point"), args.get("value")
-        dev = next((d for d in self.config.devices if d.id == device), None)
-        if dev is None or not isinstance(point, str) or not isinstance(value, int | float):
-            raise CommandError("args: device (a configured id), point, value (a number)")
-        src = self._running.get(dev.bus, (None, None))[0]
-        writer = getattr(src, "write_now", None) or getattr(src, "write", None)
-        if writer is None:
-            raise CommandError(f"bus {dev.bus} ({self.config.buses[dev.bus].type}) cannot write")
-        try:
-            await writer(dev.id, point, value)
-        except (TransientError, TimeoutError) as exc:
-            raise CommandError(f"not written: {exc or 'the device did not answer'}") from exc
-        except Exception as exc:  # the device or the codec said no: the cloud hears why
-            raise CommandError(f"not written: {type(exc).__name__}: {exc}") from exc
-        log.info("point_written_by_command", device=dev.id, point=point, value=value)
-        return {"device": dev.id, "point": point, "value": value, "written": True}
-
-    async def _cmd_reload_config(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Reload the config file; with ``toml``, validate that text first, then install it.
-
-        A config that does not validate changes nothing: the old one keeps
-        running and the answer lists every problem.
-        """
-        text = args.get("toml")
-        if text is not None:
-            if not isinstance(text, str):
-                raise CommandError("args.toml must be the config file's text")
-            problems = await asyncio.to_thread(self._validate_text, text)
-            if problems:
-                raise CommandError("config refused: " + "; ".join(problems[:20]))
-            await asyncio.to_thread(_replace_file, self.config.source, text.encode())
-        result = await self.reload("command")
-        if not result.get("ok"):
-            raise CommandError("config refused: " + "; ".join(result.get("problems", [])[:20]))
-        return result
-
-    def _validate_text(self, text: str) -> list[str]:
-        from cityedge.config.loader import check_config
-
-        candidate = self.config.source.with_name(f".{self.config.source.name}.candidate")
-        candidate.write_text(text)
-        try:
-            _cfg, problems = check_config(candidate, self.config.profiles_dir)
-        finally:
-            candidate.unlink(missing_ok=True)
-        return [str(p) for p in problems]
-
-    async def _cmd_republish(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Birth (online state), keys and attestation again, e.g. after a hub restart."""
-        link = self.sender.link
-        if link is None:
-            raise CommandError("the uplink is not connected")
-        link.publish(self.sender.topic("state"), state_payload("online"), retain=True)
-        await self._birth(link)
-        return {"republished": ["state", "keys", "attestation"]}
-
-    async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
-        return await self._status(args)
 
     def _sources_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -608,13 +465,3 @@ def silent(r: Reading) -> Reading:
 def bus_of(src: Source) -> str:
     """The bus a source runs: source names are '<kind>:<bus name>' (drivers/base.py)."""
     return src.name.split(":", 1)[-1]
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Atomic: write beside, fsync, rename over (a power cut leaves old or new)."""
-    tmp = path.with_name(f".{path.name}.new")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
