@@ -89,6 +89,7 @@ class Sender:
         self._seal = seal
         self._signer_backoff = Backoff(0.5, 10.0)
         self.on_connect: list[Callable[[Link], Awaitable[None]]] = []  # birth messages
+        self.on_acked: Callable[[Batch], None] | None = None  # benchmarks, metrics
 
     def topic(self, kind: str) -> str:
         return f"{self.base}/{kind}"
@@ -155,6 +156,8 @@ class Sender:
             return
         self.stats.batches_acked += 1
         self.stats.readings_acked += batch.count
+        if self.on_acked is not None:
+            self.on_acked(batch)
         self._pending_acks.append(batch)
         self._acked.set()
 
