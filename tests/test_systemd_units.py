@@ -115,7 +115,7 @@ def test_agent_unit_settings() -> None:
         "NotifyAccess": "main",
         "RestartPreventExitStatus": str(EXIT_CONFIG),
         "User": "cityedge",
-        "SupplementaryGroups": "dialout",
+        "SupplementaryGroups": "dialout cityedge-signer",
         "StateDirectory": "cityedge",
         "ConfigurationDirectory": "cityedge",
         "ExecReload": "/bin/kill -HUP $MAINPID",
