@@ -95,3 +95,57 @@ async def test_no_client_certificate_is_refused(tmp_path: Path) -> None:
         assert not ok
     finally:
         broker.stop()
+
+
+async def test_rotated_certificates_are_used_without_a_restart(tmp_path: Path) -> None:
+    """New CA, server and client certificates on disk are picked up at the next reconnect."""
+    live = tmp_path / "live"
+    old = make_pki(live, "old CA")
+    (tmp_path / "b1").mkdir()
+    broker = start_tls_broker(tmp_path / "b1", old)
+    port = broker.tls_port  # type: ignore[attr-defined]
+    tls = TlsConfig(ca_file=old.ca, cert_file=old.client_cert, key_file=old.client_key)
+    cfg = UplinkConfig(broker="localhost", port=port, tls=tls, batch_max_age_s=0.05,
+                       reconnect_min_s=0.1, reconnect_max_s=0.3)  # fmt: skip
+    ex = ThreadPoolExecutor(1)
+    ob = Outbox(tmp_path / "o.sqlite", max_bytes=1 << 30)
+    ob.open()
+    r = Reading("m", "p", 1.5, "V", datetime.now(UTC))
+    sender = Sender(cfg, ob, ex, gateway_id="gw-test", site_id="t")
+    task = asyncio.create_task(sender.run())
+    try:
+        ob.accept([(2, "m", reading_body(r))] * 5)
+        for _ in range(200):
+            if sender.stats.readings_acked >= 5:
+                break
+            await asyncio.sleep(0.05)
+        assert sender.stats.readings_acked == 5
+        # Rotation: a new CA; the broker restarts with a server certificate from it,
+        # and new client files replace the old ones at the same paths.
+        broker.stop()
+        new = make_pki(tmp_path / "new", "new CA")
+        for src, dst in ((new.ca, old.ca), (new.client_cert, old.client_cert),
+                         (new.client_key, old.client_key)):  # fmt: skip
+            dst.write_bytes(src.read_bytes())
+        b2 = Broker(tmp_path / "b1", broker.port)
+        b2.extra_conf = (
+            f"listener {port} 127.0.0.1\n"
+            f"cafile {new.ca}\ncertfile {new.server_cert}\nkeyfile {new.server_key}\n"
+            "require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\n"
+        )
+        b2.start()
+        try:
+            ob.accept([(2, "m", reading_body(r))] * 5)
+            for _ in range(300):
+                if sender.stats.readings_acked >= 10:
+                    break
+                await asyncio.sleep(0.05)
+            assert sender.stats.readings_acked == 10, sender.stats
+            assert sender.stats.reconnects >= 1
+        finally:
+            b2.stop()
+    finally:
+        await sender.stop()
+        await task
+        ob.close()
+        ex.shutdown()
