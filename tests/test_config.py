@@ -654,3 +654,23 @@ def test_opcua_security_settings_must_fit(tmp_path: Path) -> None:
     assert got == {(10, "buses.plc.security_mode"), (6, "buses.plc"), (6, "buses.plc.trust")}, (
         problems
     )
+
+
+def test_anomaly_watch_names_real_devices_and_points(tmp_path: Path) -> None:
+    """[anomaly] watch: an unknown device or a point its profile lacks is named with its line."""
+    repo = Path(__file__).resolve().parents[1] / "firmware-profiles"
+    text = (
+        f'profiles_dir = "{repo}"\n'
+        '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
+        '[buses.tcp]\ntype = "modbus-tcp"\n'
+        '[[devices]]\nid = "m1"\nbus = "tcp"\nunit_id = 1\nprofile = "eastron/sdm630"\n'
+        "[anomaly]\nwatch = [\n"
+        '  {device = "m2", point = "frequency"},\n'
+        '  {device = "m1", point = "frequenc"},\n'
+        "]\n"
+    )
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(text)
+    _, problems = check_config(cfg)
+    got = {(p.line, p.path) for p in problems}
+    assert got == {(16, "anomaly.watch[0].device"), (17, "anomaly.watch[1].point")}, problems

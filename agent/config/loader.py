@@ -339,6 +339,7 @@ def check_config(
     buses = top.get("buses", {})
     raw_devices = _validate_devices(ctx, top.get("devices", []), buses)
     devices = _devices(ctx, raw_devices, buses, pdir)
+    _check_watch(ctx, top.get("anomaly"), devices)
     if ctx.problems:
         own = str(path)
         return None, sorted(ctx.problems, key=lambda p: (p.file != own, p.file, p.line))
@@ -405,6 +406,25 @@ def _devices(
         if len(ctx.problems) == before and profile is not None and bus is not None:
             built.append(_device(ctx, key, dev, profile))
     return built
+
+
+def _check_watch(ctx: Context, anomaly: Any, devices: list[DeviceConfig]) -> None:
+    """[anomaly] watch entries name a configured device and a point of its profile."""
+    if not isinstance(anomaly, AnomalyConfig):
+        return
+    by_id = {d.id: d for d in devices}
+    for n, w in enumerate(anomaly.watch):
+        key: Key = ("anomaly", "watch", n)
+        dev = by_id.get(w.device)
+        if dev is None:
+            ctx.report((*key, "device"), "unknown device", ", ".join(by_id) or "none", w.device)
+            continue
+        names = [p.name for p in dev.profile.points] + [f.name for f in dev.profile.fields]
+        if w.point not in names:
+            close = difflib.get_close_matches(w.point, names, n=1)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            ctx.report((*key, "point"), f"no such point in {dev.profile_name}{hint}",
+                       got=w.point)  # fmt: skip
 
 
 def _check_protocol(ctx: Context, key: Key, bus: dict[str, Any], profile: Any) -> None:
