@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ def no_leaked_threads() -> Iterator[None]:
     """Fail a test that leaves a thread of its own running."""
     before = set(threading.enumerate())
     yield
+    # Collect now, so an unclosed socket or file is blamed on the test that left it.
+    gc.collect()
     deadline = time.monotonic() + 5.0
     while True:
         extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
