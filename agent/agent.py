@@ -62,6 +62,7 @@ class Agent:
         self.writer = Writer(self.outbox, self.executor)
         state_dir = storage.state_dir or storage.path.parent
         self.state_dir = state_dir
+        self.profile_updates = state_dir / "profiles"  # installed by signed commands
         self.alert_store = AlertStore(state_dir / "alerts.json", config.alerts.resend_s)
         self.alerts = AlertEngine(rules_from(config), config.site.gateway_id)
         self.anomaly = AnomalyRuntime(config, state_dir, self.alerts, self.raise_alerts)
@@ -243,7 +244,7 @@ class Agent:
         from cityedge.config.loader import check_config
 
         new, problems = await asyncio.to_thread(
-            check_config, self.config.source, self.config.profiles_dir
+            check_config, self.config.source, self.config.profiles_dir, self.profile_updates
         )
         if new is None or problems:
             self.last_reload = {"ok": False, "reason": reason, "at": time.time(),

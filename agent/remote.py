@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ class RemoteCommands:
             "write_point": self._cmd_write_point,
             "reload_config": self._cmd_reload_config,
             "republish": self._cmd_republish,
+            "install_profile": self._cmd_install_profile,
         }.items():
             self.router.register(name, handler)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -170,6 +172,39 @@ class RemoteCommands:
         finally:
             candidate.unlink(missing_ok=True)
         return [str(p) for p in problems]
+
+    async def _cmd_install_profile(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A device profile update: validated, installed beside the shipped ones, applied.
+
+        The new profile must load with every rule of docs/profiles.md; the
+        config is then reloaded, so only the buses with devices on that
+        profile restart. A profile that does not validate changes nothing.
+        """
+        from cityedge.config.profile_loader import PROFILE_NAME, check_profile, profile_path
+
+        name, text = args.get("name"), args.get("toml")
+        if not isinstance(name, str) or not re.fullmatch(PROFILE_NAME, name):
+            raise CommandError('args.name must be "<vendor>/<model>"')
+        if not isinstance(text, str):
+            raise CommandError("args.toml must be the profile file's text")
+        staging = self.agent.state_dir / ".profile-staging"
+        candidate = profile_path(staging, name)
+
+        def stage() -> list[str]:
+            candidate.parent.mkdir(parents=True, exist_ok=True)
+            candidate.write_text(text)
+            _p, problems = check_profile(staging, name)
+            return [str(p) for p in problems]
+
+        problems = await asyncio.to_thread(stage)
+        if problems:
+            candidate.unlink(missing_ok=True)
+            raise CommandError("profile refused: " + "; ".join(problems[:20]))
+        target = profile_path(self.agent.profile_updates, name)
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(os.replace, candidate, target)
+        result = await self.agent.reload("profile_update")
+        return {"profile": name, "installed": str(target), "reload": result}
 
     async def _cmd_republish(self, args: dict[str, Any]) -> dict[str, Any]:
         """Birth (online state), keys and attestation again, e.g. after a hub restart."""

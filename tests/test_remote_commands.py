@@ -89,3 +89,39 @@ async def test_write_reload_and_republish(
         finally:
             agent.stop()
             await asyncio.wait_for(task, 20)
+
+
+async def test_profile_update_is_validated_then_applied(
+    tmp_path: Path, broker: Broker, recorder: Recorder
+) -> None:
+    """A broken profile update is refused; a good one is installed and its devices restart."""
+    sdm = load_profile(PROFILES, "eastron/sdm630")
+    sim = ModbusSim({1: sdm}, port=free_port())
+    key = AUTHORITY.public.to_text()
+    extra = f'[signing]\nenabled = false\n[downlink]\nauthority_keys = ["{key}"]\n'
+    cfg = write_config(tmp_path / "gw.toml", broker_port=broker.port, modbus_port=sim.port,
+                       units=[1], extra=extra)  # fmt: skip
+    agent = Agent(load_config(cfg))
+    shipped = (PROFILES / "eastron" / "sdm630.toml").read_text()
+    async with sim:
+        task = asyncio.create_task(agent.run())
+        try:
+            await wait(lambda: len(recorder.readings()) > 0)
+            broken = shipped.replace('type = "float32"', 'type = "float33"', 1)
+            c1 = send(broker.port, "install_profile", {"name": "eastron/sdm630", "toml": broken})
+            await wait(lambda: result(recorder, c1) is not None)
+            r1 = result(recorder, c1)
+            assert r1 is not None and not r1["ok"] and "float33" in r1["error"]
+            # A good update: the frequency point gets an alert rule the shipped profile lacks.
+            renamed = shipped.replace(
+                'unit = "Hz"', 'unit = "Hz"\nalert = { above = { red = 99 } }', 1
+            )
+            c2 = send(broker.port, "install_profile", {"name": "eastron/sdm630", "toml": renamed})
+            await wait(lambda: result(recorder, c2) is not None)
+            r2 = result(recorder, c2)
+            assert r2 is not None and r2["ok"], r2
+            assert (tmp_path / "profiles" / "eastron" / "sdm630.toml").is_file()
+            assert agent.config.devices[0].profile.point("frequency").alert is not None
+        finally:
+            agent.stop()
+            await asyncio.wait_for(task, 20)

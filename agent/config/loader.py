@@ -317,13 +317,14 @@ def load_config(path: Path, profiles_dir: Path | None = None) -> Config:
 
 
 def check_config(
-    path: Path, profiles_dir: Path | None = None
+    path: Path, profiles_dir: Path | None = None, overlay: Path | None = None
 ) -> tuple[Config | None, list[Problem]]:
     """Validate ``path`` and the profiles it names; never raises.
 
     Returns the config and no problems, or None and every problem found.
     ``profiles_dir`` overrides where profiles are looked up (see
-    :func:`resolve_profiles_dir`).
+    :func:`resolve_profiles_dir`); a profile in ``overlay`` (profile updates
+    installed by a signed command) wins over the shipped one of the same name.
     """
     path = Path(path)
     try:
@@ -338,7 +339,7 @@ def check_config(
     pdir = resolve_profiles_dir(path, top.get("profiles_dir"), profiles_dir)
     buses = top.get("buses", {})
     raw_devices = _validate_devices(ctx, top.get("devices", []), buses)
-    devices = _devices(ctx, raw_devices, buses, pdir)
+    devices = _devices(ctx, raw_devices, buses, pdir, overlay)
     _check_watch(ctx, top.get("anomaly"), devices)
     if ctx.problems:
         own = str(path)
@@ -375,7 +376,11 @@ def _absolute(path: Path) -> Path:
 
 
 def _devices(
-    ctx: Context, items: list[dict[str, Any] | None], buses: dict[str, Any], pdir: Path
+    ctx: Context,
+    items: list[dict[str, Any] | None],
+    buses: dict[str, Any],
+    pdir: Path,
+    overlay: Path | None = None,
 ) -> list[DeviceConfig]:
     """Cross-check devices (ids, buses, profiles) and build the valid ones."""
     cache = ProfileCache()
@@ -393,7 +398,9 @@ def _devices(
                 ctx.report((*key, "id"), message, got=dev["id"])
             seen.setdefault(dev["id"], ctx.line(key))
         bus = _device_bus(ctx, key, dev, buses)
-        profile = _device_profile(ctx, key, dev, pdir, cache)
+        name = dev.get("profile_name")
+        own = overlay if overlay and name and profile_path(overlay, str(name)).is_file() else pdir
+        profile = _device_profile(ctx, key, dev, own, cache)
         if profile is not None and bus is not None:
             _check_protocol(ctx, key, bus, profile)
             if bus.get("type") == "serial-sensor":
