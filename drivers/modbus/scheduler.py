@@ -412,10 +412,12 @@ class ModbusBus(Source):
                 requests_per_poll=len(dev.requests),
             )
             devices[dev.config.id] = info
+        decode_errors = sum(d.stats.decode_errors for d in self._devices.values())
         return {
             "bus": self.bus.name,
             "type": self.bus.type,
             "connected": self.connected,
             **self.counters,
             "devices": devices,
+            "rejected": {"undecodable_value": decode_errors} if decode_errors else {},
         }

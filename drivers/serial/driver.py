@@ -165,7 +165,7 @@ class Sds011Codec(SensorCodec):
         result = sds011.decode_frame(frame)
         if isinstance(result, sds011.Sds011Reply):
             return None
-        values = _flatten(result.to_dict(), frozenset({"type"}))
+        values = _flatten(result.to_dict(), frozenset({"type", "device_id"}))
         return Decoded(values, {"sensor_id": result.device_id})
 
     def mode_command(self, passive: bool) -> bytes:
