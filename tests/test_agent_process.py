@@ -55,6 +55,7 @@ def test_sigkill_loses_no_accepted_reading(
         assert stop_agent(proc, log) == 0
         # Let the last restart drain whatever is left, then stop cleanly.
         proc = start_agent(config, log)
+        wait_ready(tmp_path / "control.sock")  # an empty outbox must not end the wait early
         sim.stop()  # no new readings: the outbox can only shrink now
         wait_until(lambda: outbox_waiting(outbox) == 0, 60, "outbox drained")
         assert stop_agent(proc, log) == 0

@@ -186,7 +186,13 @@ class ModbusClient(PolledDriver[ModbusDevice, ReadRequest]):
             client = self._make_client()
             client.set_max_no_responses(1 << 30)
             self._clients.append(client)
-            if not await client.connect():
+            try:
+                ok = await client.connect()
+            except BaseException:
+                # Cancelled (or failed) half-way: never leave a socket behind.
+                await self.close()
+                raise
+            if not ok:
                 await self.close()
                 where = self.bus.device if self.rtu else f"{self.bus.host}:{self.bus.port}"
                 raise TransientError(f"cannot open {where}")

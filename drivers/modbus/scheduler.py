@@ -168,6 +168,7 @@ class ModbusBus(Source):
         finally:
             self.connected = False
             self._sink = None
+            await self.client.close()  # cancelled in the middle of opening: nothing left open
             for job in self._manual:
                 if not job.future.done():
                     job.future.set_exception(TransientError("bus stopped"))
