@@ -171,3 +171,22 @@ def test_broker_restart_is_survived(broker: Broker) -> None:
         assert source.counters["reconnects"] >= 1
 
     run()
+
+
+def test_uplinks_sent_while_the_source_is_away_wait_at_the_broker(broker: Broker) -> None:
+    """A persistent session: events published while the agent is stopped arrive when it is back."""
+
+    @async_test
+    async def run() -> None:
+        source, sink = _source(broker), Collector()
+        async with running(source, sink):
+            await until(lambda: source.connected, 5.0)  # the session exists now
+        away = copy.deepcopy(EVENT)
+        away["deduplicationId"] = "while-away"
+        away["object"]["temperature"] = 7.25
+        await _publish(broker, json.dumps(away))
+        source2, sink2 = _source(broker), Collector()
+        async with running(source2, sink2):
+            await sink2.wait_for(lambda: any(r.value == 7.25 for r in sink2.readings), 10.0)
+
+    run()

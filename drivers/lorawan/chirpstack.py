@@ -116,8 +116,12 @@ class ChirpStackSource(Source):
         clock_ok: Callable[[], bool] | None = None,
         reopen_min_s: float = 0.5,
         reopen_max_s: float = 30.0,
+        client_id: str | None = None,
     ) -> None:
         opts = bus.options
+        # A fixed client id and a persistent session: uplinks the network server
+        # publishes while this gateway reconnects wait at the broker (QoS 1).
+        self.client_id = client_id or f"cityedge-{bus.name}"
         self.bus = bus
         self.name = f"chirpstack:{bus.name}"
         self.broker = str(opts.get("broker", "127.0.0.1"))
@@ -147,7 +151,12 @@ class ChirpStackSource(Source):
     # -- MQTT (paho's thread hands messages over, nothing else) --------------
 
     def _client(self, loop: asyncio.AbstractEventLoop, lost: asyncio.Future[str]) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
         if self._options.get("username"):
             client.username_pw_set(self._options["username"], self._options.get("password"))
         tls = self._options.get("tls")
@@ -319,4 +328,9 @@ class ChirpStackSource(Source):
 
 def build_source(bus: BusConfig, devices: Sequence[DeviceConfig], ctx: SourceContext) -> Source:
     """The source of a ``chirpstack-mqtt`` bus."""
-    return ChirpStackSource(bus, [(d, ctx.cell_for(d)) for d in devices], clock_ok=ctx.clock_ok)
+    return ChirpStackSource(
+        bus,
+        [(d, ctx.cell_for(d)) for d in devices],
+        clock_ok=ctx.clock_ok,
+        client_id=f"cityedge-{ctx.site.gateway_id}-{bus.name}",
+    )
