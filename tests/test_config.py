@@ -674,3 +674,26 @@ def test_anomaly_watch_names_real_devices_and_points(tmp_path: Path) -> None:
     _, problems = check_config(cfg)
     got = {(p.line, p.path) for p in problems}
     assert got == {(16, "anomaly.watch[0].device"), (17, "anomaly.watch[1].point")}, problems
+
+
+def test_ble_silence_restart_reaches_the_driver(tmp_path: Path) -> None:
+    """The BLE bus's silence_restart_s is validated and handed to the driver."""
+    from cityedge.drivers.ble.driver import build_source
+    from cityedge.sources import SourceContext
+
+    repo = Path(__file__).resolve().parents[1] / "firmware-profiles"
+    text = (
+        f'profiles_dir = "{repo}"\n'
+        '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
+        '[buses.air]\ntype = "ble"\nsilence_restart_s = 30\n'
+        '[[devices]]\nid = "tag"\nbus = "air"\nprofile = "ruuvi/ruuvitag"\n'
+        'mac = "AA:BB:CC:DD:EE:FF"\n'
+    )
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(text)
+    config = load_config(cfg)
+    src = build_source(config.buses["air"], config.devices, SourceContext(config.site, tmp_path))
+    assert src._silence_s == 30.0
+    cfg.write_text(text.replace("silence_restart_s = 30", "silence_restart_s = 1"))
+    _, problems = check_config(cfg)
+    assert [(p.line, p.path) for p in problems] == [(9, "buses.air.silence_restart_s")]

@@ -125,6 +125,9 @@ BUS_OPTIONS: dict[str, Fields] = {
         "adapter": Field(text()),
         "scan_mode": Field(choice("passive", "active")),
         "dedupe_s": Field(number(0)),
+        # No advert at all for this long: restart the scan (how an adapter that
+        # vanished mid-scan is noticed; its devices then read "no_adapter").
+        "silence_restart_s": Field(number(5, 86400)),
     },
 }
 

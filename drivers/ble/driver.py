@@ -601,4 +601,6 @@ def build_source(
     **kwargs: Any,
 ) -> BleSource:
     """The source of a ``ble`` bus (``cityedge.sources.FACTORIES``)."""
+    if "silence_restart_s" in bus.options and "silence_restart_s" not in kwargs:
+        kwargs["silence_restart_s"] = float(bus.options["silence_restart_s"])
     return BleSource(bus, devices, ctx, scanner_factory=scanner_factory or bleak_scanner, **kwargs)
