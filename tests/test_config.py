@@ -621,36 +621,40 @@ def test_arbitrary_text_only_ever_gives_config_errors(fuzz_dir: Path, text: str)
     assert_only_config_errors(path)
 
 
-def test_serial_sensor_bus_rules(tmp_path: Path) -> None:
-    """A serial-sensor bus takes one sensor, and passive mode only for PMS5003 / SDS011."""
-    repo = Path(__file__).resolve().parents[1] / "firmware-profiles"
-    text = (
-        f'profiles_dir = "{repo}"\n'
-        '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
-        '[buses.aq]\ntype = "serial-sensor"\ndevice = "/dev/ttyAMA0"\n'
-        '[[devices]]\nid = "gps"\nbus = "aq"\nprofile = "u-blox/neo-6m"\nsensor_mode = "passive"\n'
-        '[[devices]]\nid = "pm"\nbus = "aq"\nprofile = "plantower/pms5003"\n'
-    )
+REPO_PROFILES = Path(__file__).resolve().parents[1] / "firmware-profiles"
+SITE_LINES = '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
+
+
+def where(tmp_path: Path, text: str) -> tuple[set[tuple[int, str]], list[Any]]:
+    """Check ``text`` as a config file: the (line, field) of each problem, and the problems."""
     cfg = tmp_path / "gw.toml"
     cfg.write_text(text)
     _, problems = check_config(cfg)
-    got = {(p.line, p.path) for p in problems}
+    return {(p.line, p.path) for p in problems}, problems
+
+
+def test_serial_sensor_bus_rules(tmp_path: Path) -> None:
+    """A serial-sensor bus takes one sensor, and passive mode only for PMS5003 / SDS011."""
+    text = (
+        f'profiles_dir = "{REPO_PROFILES}"\n'
+        + SITE_LINES
+        + '[buses.aq]\ntype = "serial-sensor"\ndevice = "/dev/ttyAMA0"\n'
+        '[[devices]]\nid = "gps"\nbus = "aq"\nprofile = "u-blox/neo-6m"\nsensor_mode = "passive"\n'
+        '[[devices]]\nid = "pm"\nbus = "aq"\nprofile = "plantower/pms5003"\n'
+    )
+    got, problems = where(tmp_path, text)
     assert got == {(14, "devices[0].sensor_mode"), (17, "devices[1].bus")}, problems
 
 
 def test_opcua_security_settings_must_fit(tmp_path: Path) -> None:
     """OPC UA: mode must fit the policy, cert and key go together, secure needs a trust list."""
     text = (
-        '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
-        '[buses.plc]\ntype = "opcua"\nendpoint = "opc.tcp://127.0.0.1:4840"\n'
+        SITE_LINES + '[buses.plc]\ntype = "opcua"\nendpoint = "opc.tcp://127.0.0.1:4840"\n'
         'security_policy = "Basic256Sha256"\nsecurity_mode = "None"\n'
         f'certificate = "{tmp_path / "c.der"}"\n'
     )
     (tmp_path / "c.der").write_bytes(b"x")
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(text)
-    _, problems = check_config(cfg)
-    got = {(p.line, p.path) for p in problems}
+    got, problems = where(tmp_path, text)
     assert got == {(10, "buses.plc.security_mode"), (6, "buses.plc"), (6, "buses.plc.trust")}, (
         problems
     )
@@ -658,21 +662,15 @@ def test_opcua_security_settings_must_fit(tmp_path: Path) -> None:
 
 def test_anomaly_watch_names_real_devices_and_points(tmp_path: Path) -> None:
     """[anomaly] watch: an unknown device or a point its profile lacks is named with its line."""
-    repo = Path(__file__).resolve().parents[1] / "firmware-profiles"
     text = (
-        f'profiles_dir = "{repo}"\n'
-        '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
-        '[buses.tcp]\ntype = "modbus-tcp"\n'
+        f'profiles_dir = "{REPO_PROFILES}"\n' + SITE_LINES + '[buses.tcp]\ntype = "modbus-tcp"\n'
         '[[devices]]\nid = "m1"\nbus = "tcp"\nunit_id = 1\nprofile = "eastron/sdm630"\n'
         "[anomaly]\nwatch = [\n"
         '  {device = "m2", point = "frequency"},\n'
         '  {device = "m1", point = "frequenc"},\n'
         "]\n"
     )
-    cfg = tmp_path / "gw.toml"
-    cfg.write_text(text)
-    _, problems = check_config(cfg)
-    got = {(p.line, p.path) for p in problems}
+    got, problems = where(tmp_path, text)
     assert got == {(16, "anomaly.watch[0].device"), (17, "anomaly.watch[1].point")}, problems
 
 
@@ -681,11 +679,10 @@ def test_ble_silence_restart_reaches_the_driver(tmp_path: Path) -> None:
     from cityedge.drivers.ble.driver import build_source
     from cityedge.sources import SourceContext
 
-    repo = Path(__file__).resolve().parents[1] / "firmware-profiles"
     text = (
-        f'profiles_dir = "{repo}"\n'
-        '[site]\nid = "s"\ngateway_id = "g"\nlatitude = 1.0\nlongitude = 2.0\n'
-        '[buses.air]\ntype = "ble"\nsilence_restart_s = 30\n'
+        f'profiles_dir = "{REPO_PROFILES}"\n'
+        + SITE_LINES
+        + '[buses.air]\ntype = "ble"\nsilence_restart_s = 30\n'
         '[[devices]]\nid = "tag"\nbus = "air"\nprofile = "ruuvi/ruuvitag"\n'
         'mac = "AA:BB:CC:DD:EE:FF"\n'
     )
