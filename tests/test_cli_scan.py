@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import time
 
 import pytest
 
@@ -50,6 +52,26 @@ async def test_nothing_answers_exit_1_with_advice(capsys: pytest.CaptureFixture[
     assert "no unit answered" in err[-1] and "--parity" in err[-1]
 
 
+def _drain(fd: int, deadline_s: float = 5.0) -> bytes:
+    """All that was written to a pty so far: a pty hands it over in pieces, not in one read."""
+    chunks: list[bytes] = []
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            if chunks and chunks[-1].endswith(b"\n"):
+                break
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the slave is closed and everything has been read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_progress_bar_on_a_terminal() -> None:
     """On a real terminal (a pty) the progress is one redrawn bar line with count and baud rate."""
     master, slave = os.openpty()
@@ -59,7 +81,7 @@ def test_progress_bar_on_a_terminal() -> None:
             for done in range(1, 5):
                 view(done, 8, 9600, done)
             view.close()
-        drawn = os.read(master, 65536).decode()
+        drawn = _drain(master).decode()
     finally:
         os.close(master)
     assert drawn.endswith("\n")  # the bar's line is ended once the scan is over
