@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 import time
@@ -124,6 +125,13 @@ def fixed_thresholds(
     return None
 
 
+def in_sample(spec: nab_detectors.DetectorSpec | None, labels_path: Path) -> bool:
+    """Were the detector's shipped thresholds fitted on this labels file?"""
+    if spec is None or spec.calibrated_on is None:
+        return False
+    return hashlib.sha256(labels_path.read_bytes()).hexdigest() == spec.calibrated_on
+
+
 def score(
     corpus: nab_scorer.Corpus,
     costs: dict[str, nab_scorer.CostMatrix],
@@ -189,7 +197,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir = args.data / "data"
-    labels = nab_scorer.load_labels(args.data / "labels" / "combined_windows.json")
+    labels_path = args.data / "labels" / "combined_windows.json"
+    labels = nab_scorer.load_labels(labels_path)
     costs = nab_scorer.cost_matrices(nab_scorer.load_profiles(args.data / "config/profiles.json"))
     keys = [k for k in nab_scorer.data_files(data_dir) if k in labels]
     skipped = len(nab_scorer.data_files(data_dir)) - len(keys)
@@ -220,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = args.thresholds_from
     if mode == "auto":
         mode = "fixed" if fixed is not None else "leave-one-category-out"
+        if mode == "fixed" and args.thresholds_file is None and in_sample(spec, labels_path):
+            mode = "leave-one-category-out"
+            print(
+                "  (the shipped thresholds were fitted on these very labels: a fixed-threshold"
+                " score here would be in-sample, so the shipped column is leave-one-category-out)"
+            )
     corpus = nab_scorer.build_corpus(results, data_dir, labels)
     t0 = time.perf_counter()
     report = score(corpus, costs, mode, fixed)

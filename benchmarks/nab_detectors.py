@@ -51,6 +51,9 @@ class DetectorSpec:
     make: Callable[[], Detector]
     make_batch: Callable[[int], BatchDetector] | None = None
     thresholds: Mapping[str, float] | None = None  # shipped, per NAB profile
+    # SHA-256 of the labels file the shipped thresholds were fitted on: on that
+    # data a fixed-threshold score would be in-sample (the harness says so).
+    calibrated_on: str | None = None
 
 
 # ---------------------------------------------------------------- null
@@ -153,7 +156,10 @@ def _cityedge() -> DetectorSpec:
     from cityedge.anomaly import nab as agent_nab
 
     return DetectorSpec(
-        agent_nab.make, agent_nab.make_batch, getattr(agent_nab, "THRESHOLDS", None)
+        agent_nab.make,
+        agent_nab.make_batch,
+        getattr(agent_nab, "THRESHOLDS", None),
+        getattr(agent_nab, "CALIBRATED_ON", None),
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 from cityedge.anomaly import BlockModel, load_model
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
+NAB = Path(__file__).resolve().parents[2] / "shared" / "nab"
 NAME = "window_novelty"
 
 
@@ -55,14 +56,20 @@ def test_block_model_is_small_and_carries_its_parameters() -> None:
     assert model.memory >= 2 * model.length
     assert model.post.warmup > 0
     assert set(model.thresholds) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    assert model.post.record_scale > 0 and model.post.record_half_life > 0
+    if NAB.is_dir():  # the thresholds name the labels they were fitted on
+        labels = (NAB / "labels" / "combined_windows.json").read_bytes()
+        assert model.thresholds_labels_sha256 == hashlib.sha256(labels).hexdigest()
 
 
 def test_block_train_script_reproduces_the_shipped_model(tmp_path: Path) -> None:
-    """Running block_novelty/train.py again gives the committed .onnx byte for byte."""
+    """block_novelty/train.py --nab ../shared/nab gives the committed .onnx byte for byte."""
     pytest.importorskip("onnx")
+    if not NAB.is_dir():
+        pytest.skip("../shared/nab is not there (the shipped thresholds are fitted on it)")
     out = tmp_path / "m.onnx"
     subprocess.run(
-        [sys.executable, str(MODELS / BLOCK / "train.py"), "--out", str(out)],
+        [sys.executable, str(MODELS / BLOCK / "train.py"), "--out", str(out), "--nab", str(NAB)],
         check=True,
         timeout=110,
         capture_output=True,

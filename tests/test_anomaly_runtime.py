@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from cityedge.anomaly import AnomalyEngine, BlockModel, BlockTable, StreamTable
+from cityedge.anomaly.block import score_block_rows
 from cityedge.anomaly.nab import DEFAULT_MODEL, make, make_batch
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -132,14 +134,47 @@ def test_spike_scores_high_in_block_model() -> None:
     assert s[top] > 2 * max(s[500:2000])
 
 
-def test_block_model_scores_only_completed_blocks() -> None:
-    """Readings that do not complete a block score 0."""
-    s = run_one(series(1200, 8) * np.linspace(1, 3, 1200), BLOCK_MODEL)
+def _block_scores(values: np.ndarray, **post: float) -> np.ndarray:
+    """score_block_rows one reading at a time, with some post parameters replaced."""
+    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    model.post = dataclasses.replace(model.post, **post)
+    table = BlockTable(memory=model.memory, capacity=1)
+    row = np.array([table.allocate()])
+    return np.array([score_block_rows(model, table, row, np.array([v]))[0] for v in values])
+
+
+def test_block_novelty_scores_only_completed_blocks() -> None:
+    """With range records off, readings that do not complete a block score 0."""
+    x = series(1200, 8)
+    x[1000] += 80.0
+    s = _block_scores(x, record_scale=0.0)
+    assert s[1000:1006].any()
     assert all(v == 0.0 for i, v in enumerate(s) if (i + 1) % 6)
 
 
+def test_range_record_scores_at_the_reading_itself() -> None:
+    """A reading beyond the memory's range scores at once, e / (e + record_scale)."""
+    x = series(1500, 9)
+    x[1201] = x[:1201].max() + 0.5 * np.ptp(x[:1201])  # mid-block, half the range above
+    s = _block_scores(x, suppress_half_life=1e9)  # novelty stays silent after its first alarm
+    e = 0.5
+    assert s[1201] == pytest.approx(e / (e + 0.1), rel=1e-3)
+    inside = _block_scores(series(1500, 9), record_scale=0.1, suppress_half_life=1e9)
+    assert inside[1201] < 0.2  # no record without the excursion
+
+
+def test_range_record_alarms_once_on_a_drift() -> None:
+    """A drift past the old maximum alarms at its first small excess, then only on bigger ones."""
+    x = series(3000, 10)
+    x[2000:] += np.linspace(0, 40, 1000)  # the mean climbs past every earlier maximum
+    s = _block_scores(x, stats_alpha=1.0, suppress_half_life=1e9)
+    fired = np.flatnonzero(s[2000:] > 0.3)
+    assert 0 < fired.size < 10
+
+
 def test_block_state_per_stream_is_a_few_kilobytes() -> None:
-    """One block-model stream costs its memory and 13 scalars: at most 8 kB."""
+    """One block-model stream costs its memory and 16 scalars: at most 8 kB."""
     engine = AnomalyEngine(MODELS)
     per = engine.state_bytes_per_stream(BLOCK_MODEL)
     assert per <= 8 * 1024

@@ -3,6 +3,7 @@ the sweep against a row-by-row reference, the harness end to end."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -312,6 +313,30 @@ def test_harness_fixed_thresholds_are_scored_as_given(
     for profile in PROFILE_NAMES:
         assert table[profile]["threshold"] == 0.7
         assert table[profile]["score"] == pytest.approx(want[profile])
+
+
+@pytest.mark.parametrize("fitted_here", [True, False])
+def test_harness_does_not_call_an_in_sample_score_shipped(
+    small_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fitted_here: bool,
+) -> None:
+    """Thresholds fitted on these very labels are scored leave-one-category-out, not as given."""
+    labels = (small_dir / "labels" / "combined_windows.json").read_bytes()
+    sha = hashlib.sha256(labels if fitted_here else labels + b" ").hexdigest()
+    base = nab_detectors.get("zscore")
+    spec = nab_detectors.DetectorSpec(
+        base.make, base.make_batch, dict.fromkeys(PROFILE_NAMES, 0.7), calibrated_on=sha
+    )
+    monkeypatch.setitem(nab_detectors.REGISTRY, "fitted", lambda: spec)
+    out = tmp_path / "out"
+    assert nab.main(["--data", str(small_dir), "--results", str(out), "--detector", "fitted"]) == 0
+    table = json.loads((out / "thresholds.json").read_text())["fitted"]
+    sources = {entry["source"] for entry in table.values()}
+    assert sources == ({"leave-one-category-out"} if fitted_here else {"fixed"})
+    assert ("in-sample" in capsys.readouterr().out) == fitted_here
 
 
 def test_batched_and_single_paths_agree(small_dir: Path) -> None:

@@ -27,6 +27,10 @@ class PostParams:
 
     For a block model ``stats_alpha``, ``stats_min_count`` and
     ``suppress_half_life`` count blocks, ``warmup`` counts readings.
+    ``record_scale`` > 0 turns on a block model's range-record score (a
+    reading beyond the range of the memory; see :mod:`cityedge.anomaly.block`),
+    whose suppression half-life ``record_half_life`` counts readings. Models
+    without these keys have it off.
     """
 
     warmup: int
@@ -34,6 +38,8 @@ class PostParams:
     stats_min_count: int
     score_scale: float
     suppress_half_life: float
+    record_scale: float = 0.0
+    record_half_life: float = 300.0
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -63,12 +69,19 @@ class _OnnxModel:
                 stats_min_count=int(meta["stats_min_count"]),
                 score_scale=float(meta["score_scale"]),
                 suppress_half_life=float(meta["suppress_half_life"]),
+                record_scale=float(meta.get("record_scale", "0")),
+                record_half_life=float(meta.get("record_half_life", "300")),
             )
+            if self.post.record_scale < 0 or self.post.record_half_life <= 0:
+                raise ValueError("record_scale must be >= 0 and record_half_life > 0")
             self.thresholds = {
                 k.removeprefix("threshold_"): float(v)
                 for k, v in meta.items()
                 if k.startswith("threshold_")
             }
+            # SHA-256 of the labels file the thresholds were fitted on (if any),
+            # so a benchmark can tell an in-sample score from an out-of-sample one.
+            self.thresholds_labels_sha256: str | None = meta.get("thresholds_labels_sha256")
             self._read_meta(meta)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}: model metadata incomplete or invalid: {exc}") from exc

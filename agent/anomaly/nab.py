@@ -77,10 +77,17 @@ def shipped_thresholds(model: str = DEFAULT_MODEL) -> dict[str, float]:
     return dict(load_model(default_model_dir(), model).thresholds)
 
 
-def __getattr__(name: str) -> dict[str, float]:
-    # THRESHOLDS is read lazily so importing this module loads no session.
+def calibrated_on(model: str = DEFAULT_MODEL) -> str | None:
+    """SHA-256 of the NAB labels file the shipped thresholds were fitted on, if any."""
+    return load_model(default_model_dir(), model).thresholds_labels_sha256
+
+
+def __getattr__(name: str) -> object:
+    # Read lazily so importing this module loads no session.
     if name == "THRESHOLDS":
         return shipped_thresholds()
+    if name == "CALIBRATED_ON":
+        return calibrated_on()
     raise AttributeError(name)
 
 

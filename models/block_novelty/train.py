@@ -14,6 +14,8 @@ give the same bytes.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 import tempfile
 from datetime import datetime
@@ -24,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 NAME = "block_novelty"
-VERSION = "2"
+VERSION = "3"
 BLOCK = 6  # readings per block
 LENGTH = 8  # blocks per shape (48 readings)
 MEMORY = 512  # blocks remembered (3,072 readings)
@@ -32,17 +34,22 @@ COARSE = 4  # the coarse scale: runs of LENGTH groups of COARSE blocks (192 read
 COARSE_STRIDE = 2  # coarse candidate runs start every 2 blocks (12 readings)
 SEED = 20240611
 # Post-processing parameters the runtime reads from the model's metadata
-# (stats_alpha, stats_min_count and suppress_half_life count blocks).
+# (stats_alpha, stats_min_count and suppress_half_life count blocks;
+# record_half_life counts readings).
 POST = {
     "warmup": 150,
     "stats_alpha": 0.003,
     "stats_min_count": 10,
     "score_scale": 4.0,
     "suppress_half_life": 500.0,
+    "record_scale": 0.1,
+    "record_half_life": 300.0,
 }
 
 
-def build_graph(thresholds: dict[str, float] | None = None) -> onnx.ModelProto:
+def build_graph(
+    thresholds: dict[str, float] | None = None, extra: dict[str, str] | None = None
+) -> onnx.ModelProto:
     """memory [N, M, 3] -> novelty [N, 2]: per scale, the RMS distance from the
     most recent run to the nearest earlier run that does not overlap it.
 
@@ -143,6 +150,7 @@ def build_graph(thresholds: dict[str, float] | None = None) -> onnx.ModelProto:
     meta.update({k: repr(v) for k, v in POST.items()})
     for profile, t in (thresholds or {}).items():
         meta[f"threshold_{profile}"] = repr(t)
+    meta.update(extra or {})
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -265,14 +273,69 @@ def calibrate(model_bytes: bytes, seed: int, n_series: int = 120) -> dict[str, f
     return chosen
 
 
+def calibrate_on_nab(model_bytes: bytes, nab_dir: Path) -> tuple[dict[str, float], str]:
+    """Thresholds NAB's optimiser picks on a NAB-layout folder, and its labels' SHA-256.
+
+    The model runs through the benchmark harness exactly as `benchmarks/nab.py`
+    runs it. The labels' hash goes into the metadata, so the harness reports
+    leave-one-category-out, not an in-sample score, on this same folder.
+    """
+    repo = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(repo / "benchmarks"))
+    sys.path.insert(0, str(repo))
+    import nab as harness  # type: ignore[import-not-found]
+    import nab_detectors  # type: ignore[import-not-found]
+    import nab_scorer  # type: ignore[import-not-found]
+
+    labels_path = nab_dir / "labels" / "combined_windows.json"
+    labels = nab_scorer.load_labels(labels_path)
+    costs = nab_scorer.cost_matrices(nab_scorer.load_profiles(nab_dir / "config/profiles.json"))
+    data_dir = nab_dir / "data"
+    keys = [k for k in nab_scorer.data_files(data_dir) if k in labels]
+    series = harness.load_series(data_dir, keys)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / NAME).mkdir()
+        (Path(tmp) / NAME / f"{NAME}.onnx").write_bytes(model_bytes)
+        old = os.environ.get("CITYEDGE_MODELS")
+        os.environ["CITYEDGE_MODELS"] = tmp
+        try:
+            from cityedge.anomaly import nab as agent_nab
+
+            spec = nab_detectors.DetectorSpec(agent_nab.make, agent_nab.make_batch)
+            scores, _ = harness.run_batch(spec, series)
+        finally:
+            if old is None:
+                del os.environ["CITYEDGE_MODELS"]
+            else:
+                os.environ["CITYEDGE_MODELS"] = old
+    results = {s.key: (None, sc) for s, sc in zip(series, scores, strict=True)}
+    corpus = nab_scorer.build_corpus(results, data_dir, labels)
+    chosen = {name: corpus.optimise(cost)[0] for name, cost in costs.items()}
+    return chosen, hashlib.sha256(labels_path.read_bytes()).hexdigest()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name(f"{NAME}.onnx"))
+    ap.add_argument(
+        "--nab",
+        type=Path,
+        help="fit the shipped thresholds with NAB's optimiser on this NAB-layout folder"
+        " (the shipped model: --nab ../shared/nab); without it, on synthetic series",
+    )
     args = ap.parse_args()
-    thresholds = calibrate(build_graph().SerializeToString(), SEED)
-    model = build_graph(thresholds)
+    graph = build_graph().SerializeToString()
+    extra: dict[str, str] = {}
+    if args.nab is None:
+        thresholds = calibrate(graph, SEED)
+        extra["thresholds_from"] = f"synthetic series (train.py, seed {SEED})"
+    else:
+        thresholds, sha = calibrate_on_nab(graph, args.nab)
+        extra["thresholds_from"] = "NAB optimiser on the labelled series of the --nab folder"
+        extra["thresholds_labels_sha256"] = sha
+    model = build_graph(thresholds, extra)
     args.out.write_bytes(model.SerializeToString())
-    print("shipped thresholds (synthetic calibration)", thresholds)
+    print("shipped thresholds:", thresholds, "from", extra["thresholds_from"])
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
 
 
