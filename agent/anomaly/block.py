@@ -9,13 +9,11 @@ groups of ``coarse`` blocks (context over ``s * L * coarse`` readings).
 Only the streams whose block completed are sent to the model, in one session
 call per tick.
 
-Every reading is also checked against the range of the memory (the highest
-block maximum and lowest block minimum of the last M blocks, and the readings
-of the current block so far): a reading beyond it by a fraction e of that
-range is a range record, scored e / (e + ``record_scale``). A value the
-stream has not come near in ``s * M`` readings is what a failing pump, a
-stuck valve or a burst pipe looks like first. This costs a few numpy
-operations per tick; a reading's score is the larger of the two.
+Records (:mod:`cityedge.anomaly.records`): every reading is also checked
+against the range of the memory, and every completed block's mean against the
+block means in the memory. A value or a level the stream has not come near in
+``s * M`` readings is what a failing pump, a stuck valve or a burst pipe looks
+like first. A reading's score is the largest of its scores.
 """
 
 from __future__ import annotations
@@ -23,13 +21,18 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .model import BlockModel, PostParams
+from .model import BlockModel
+from .records import block_mean_records, range_records
 from .state import IntArray
 
 Scores = npt.NDArray[np.float64]
 
-_SCALARS = ("count", "bsum", "bmax", "bmin", "lo", "hi", "ref", "memhi", "memlo", "rref")
-_EMPTY = {"var": 1.0, "memhi": -np.inf, "memlo": np.inf}  # a fresh row's value, if not 0
+_SCALARS = (
+    *("count", "bsum", "bmax", "bmin", "lo", "hi", "ref"),
+    *("memhi", "memlo", "rref", "mhi", "mlo", "mref"),  # records (cityedge.anomaly.records)
+)
+# A fresh row's value, where it is not 0.
+_EMPTY = {"var": 1.0, "memhi": -np.inf, "memlo": np.inf, "mhi": -np.inf, "mlo": np.inf}
 _PER_SCALE = ("scored", "mean", "var")  # one column per scale (fine, coarse)
 SCALES = 2
 
@@ -41,9 +44,10 @@ class BlockTable:
     so unfilled places are never a nearest neighbour), the readings seen, the
     running sum/max/min of the current block, the running minimum and maximum
     of every reading seen so far (the scale; causal, never the series'
-    future), the memory's highest maximum and lowest minimum, the running
-    mean, variance and suppression reference of the novelty per scale, and
-    the suppression reference of range records. Rows are reused after a stream is removed; arrays
+    future), the running mean, variance and suppression reference of the
+    novelty per scale, and for records the memory's highest maximum and
+    lowest minimum, its highest and lowest block mean, and a suppression
+    reference for each kind of record. Rows are reused after a stream is removed; arrays
     double when full.
     """
 
@@ -60,9 +64,8 @@ class BlockTable:
         self.mean = np.zeros((capacity, SCALES))
         self.var = np.ones((capacity, SCALES))
         self.ref = np.zeros(capacity)
-        self.memhi = np.full(capacity, -np.inf)
-        self.memlo = np.full(capacity, np.inf)
-        self.rref = np.zeros(capacity)
+        for a in ("memhi", "memlo", "rref", "mhi", "mlo", "mref"):
+            setattr(self, a, np.full(capacity, _EMPTY.get(a, 0.0)))
         self.free: list[int] = list(range(capacity - 1, -1, -1))
 
     @property
@@ -91,7 +94,7 @@ class BlockTable:
 
     @staticmethod
     def bytes_per_stream(memory: int) -> int:
-        """State bytes one stream costs: the memory and 16 8-byte scalars."""
+        """State bytes one stream costs: the memory and 19 8-byte scalars."""
         return memory * 3 * 4 + 8 * (len(_SCALARS) + SCALES * len(_PER_SCALE))
 
     def _grow(self) -> None:
@@ -119,16 +122,21 @@ def score_block_rows(
       fit in the readings seen yet is skipped.
     * Warm-up: 0 until ``warmup`` readings.
     * Suppression: a score is reported only when it beats the stream's
-      reference, the largest recent score decaying with ``suppress_half_life``
-      blocks; a rarer (higher) event thus silences the stream for longer.
-    * Range records (every reading, when the model's ``record_scale`` > 0):
-      see :func:`_range_records`; the reported score is the larger one.
+      reference, the largest recent score decaying with a half-life of as
+      many blocks as the stream has lived, at least ``suppress_half_life``
+      and at most ``suppress_half_life_max``: a rarer (higher) event silences
+      the stream for longer, and the longer a stream has been watched, the
+      rarer an event must be to alarm again.
+    * Records (when the model's ``record_scale`` > 0): every reading is
+      checked against the range of the memory (:func:`range_records`), every
+      completed block's mean against the means in the memory
+      (:func:`block_mean_records`); the reported score is the largest.
     """
     p = model.post
     s, length = model.block, model.length
     count = table.count[rows]
     first_in_block = count % s == 0
-    out = _range_records(table, rows, values, first_in_block, count, p)
+    out = range_records(table, rows, values, first_in_block, count, p)
     table.bsum[rows] = np.where(first_in_block, values, table.bsum[rows] + values)
     table.bmax[rows] = np.where(first_in_block, values, np.maximum(table.bmax[rows], values))
     table.bmin[rows] = np.where(first_in_block, values, np.minimum(table.bmin[rows], values))
@@ -148,8 +156,13 @@ def score_block_rows(
     mem[:, -1] = feat
     table.mem[r] = mem
     if p.record_scale > 0:
-        table.memhi[r] = np.where(np.isfinite(mem[:, :, 1]), mem[:, :, 1], -np.inf).max(axis=1)
-        table.memlo[r] = mem[:, :, 2].min(axis=1)  # unfilled places are +inf
+        out[pos] = np.maximum(out[pos], block_mean_records(table, r, feat[:, 0], count[pos], p, s))
+        means = mem[:, :, 0]
+        filled = np.isfinite(means)  # unfilled places are +inf in every channel
+        table.memhi[r] = np.where(filled, mem[:, :, 1], -np.inf).max(axis=1)
+        table.memlo[r] = mem[:, :, 2].min(axis=1)
+        table.mhi[r] = np.where(filled, means, -np.inf).max(axis=1)
+        table.mlo[r] = means.min(axis=1)
     ready = count[pos] // s >= 2 * length
     if not ready.any():
         return out
@@ -167,7 +180,9 @@ def score_block_rows(
     score = np.where(count[pos] > p.warmup, score, 0.0)
     ref = table.ref[r]
     out[pos] = np.maximum(out[pos], np.where(score > ref, score, 0.0))
-    table.ref[r] = np.maximum(ref * 0.5 ** (1.0 / p.suppress_half_life), score)
+    longest = max(p.suppress_half_life_max, p.suppress_half_life)
+    half_life = np.clip(count[pos] / s, p.suppress_half_life, longest)
+    table.ref[r] = np.maximum(ref * 0.5 ** (1.0 / half_life), score)
     seen = seen + valid
     alpha = np.where(valid, np.maximum(p.stats_alpha, 1.0 / np.maximum(seen, 1)), 0.0)
     delta = d - mean
@@ -175,37 +190,3 @@ def score_block_rows(
     table.var[r] = np.where(valid, (1.0 - alpha) * (var + alpha * delta * delta), var)
     table.scored[r] = seen
     return out
-
-
-def _range_records(
-    table: BlockTable,
-    rows: IntArray,
-    values: npt.NDArray[np.float64],
-    first_in_block: npt.NDArray[np.bool_],
-    count: IntArray,
-    p: PostParams,
-) -> Scores:
-    """Range-record scores of the rows' readings, before they join their block.
-
-    The range is the memory's (``memhi``, ``memlo``) widened by the readings
-    of the current block so far; e = how far the reading lies beyond it, as a
-    fraction of its width; score e / (e + ``record_scale``), 0 during the
-    warm-up or while the range is empty or zero. Reported only when it beats
-    the stream's reference (its largest recent record score decaying with
-    ``record_half_life`` readings), so a drift past old extremes alarms once,
-    not at every reading.
-    """
-    if p.record_scale <= 0:
-        return np.zeros(len(rows))
-    memhi, memlo = table.memhi[rows], table.memlo[rows]
-    hi = np.where(first_in_block, memhi, np.maximum(memhi, table.bmax[rows]))
-    lo = np.where(first_in_block, memlo, np.minimum(memlo, table.bmin[rows]))
-    width = hi - lo
-    ok = np.isfinite(width) & (width > 0) & (count + 1 > p.warmup)
-    safe = np.where(ok, width, 1.0)
-    beyond = np.maximum(np.maximum(values - hi, lo - values), 0.0) / safe
-    e = np.where(ok, beyond, 0.0)
-    score = e / (e + p.record_scale)
-    ref = table.rref[rows]
-    table.rref[rows] = np.maximum(ref * 0.5 ** (1.0 / p.record_half_life), score)
-    return np.where(score > ref, score, 0.0)

@@ -27,10 +27,12 @@ class PostParams:
 
     For a block model ``stats_alpha``, ``stats_min_count`` and
     ``suppress_half_life`` count blocks, ``warmup`` counts readings.
-    ``record_scale`` > 0 turns on a block model's range-record score (a
-    reading beyond the range of the memory; see :mod:`cityedge.anomaly.block`),
-    whose suppression half-life ``record_half_life`` counts readings. Models
-    without these keys have it off.
+    A block model's suppression half-life grows with the stream's age from
+    ``suppress_half_life`` to ``suppress_half_life_max`` blocks (older models
+    without the key: fixed). ``record_scale`` > 0 turns on its record scores
+    (:mod:`cityedge.anomaly.records`), whose suppression half-life
+    ``record_half_life`` counts readings. Models without these keys have
+    them off.
     """
 
     warmup: int
@@ -38,6 +40,7 @@ class PostParams:
     stats_min_count: int
     score_scale: float
     suppress_half_life: float
+    suppress_half_life_max: float = 0.0  # below suppress_half_life: fixed half-life
     record_scale: float = 0.0
     record_half_life: float = 300.0
 
@@ -69,11 +72,16 @@ class _OnnxModel:
                 stats_min_count=int(meta["stats_min_count"]),
                 score_scale=float(meta["score_scale"]),
                 suppress_half_life=float(meta["suppress_half_life"]),
+                suppress_half_life_max=float(
+                    meta.get("suppress_half_life_max", meta["suppress_half_life"])
+                ),
                 record_scale=float(meta.get("record_scale", "0")),
                 record_half_life=float(meta.get("record_half_life", "300")),
             )
             if self.post.record_scale < 0 or self.post.record_half_life <= 0:
                 raise ValueError("record_scale must be >= 0 and record_half_life > 0")
+            if self.post.suppress_half_life_max < self.post.suppress_half_life:
+                raise ValueError("suppress_half_life_max must be >= suppress_half_life")
             self.thresholds = {
                 k.removeprefix("threshold_"): float(v)
                 for k, v in meta.items()

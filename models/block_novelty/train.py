@@ -34,7 +34,7 @@ COARSE = 4  # the coarse scale: runs of LENGTH groups of COARSE blocks (192 read
 COARSE_STRIDE = 2  # coarse candidate runs start every 2 blocks (12 readings)
 SEED = 20240611
 # Post-processing parameters the runtime reads from the model's metadata
-# (stats_alpha, stats_min_count and suppress_half_life count blocks;
+# (stats_alpha, stats_min_count and suppress_half_life(_max) count blocks;
 # record_half_life counts readings).
 POST = {
     "warmup": 150,
@@ -42,6 +42,7 @@ POST = {
     "stats_min_count": 10,
     "score_scale": 4.0,
     "suppress_half_life": 500.0,
+    "suppress_half_life_max": 2000.0,
     "record_scale": 0.1,
     "record_half_life": 300.0,
 }
