@@ -33,6 +33,7 @@ from cityedge.remote import RemoteCommands
 from cityedge.signing.protocol import SignerError
 from cityedge.signing.signer_client import SyncSignerClient
 from cityedge.sources import SourceContext, build_sources, factory
+from cityedge.tasks import OUTER_EVERY_S, cancel_and_wait
 from cityedge.uplink.link import Link
 from cityedge.uplink.sealing import UplinkSealer
 from cityedge.uplink.sender import Sender
@@ -141,6 +142,11 @@ class Agent:
             # A shutdown that hangs (a library thread that will not join) must not
             # keep the box from restarting: dump every thread's stack, then exit.
             faulthandler.dump_traceback_later(self.stop_timeout_s, exit=True)
+            # Before that, name the asyncio tasks still pending (threads are not all).
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_later(
+                    max(self.stop_timeout_s - 5.0, 1.0), _log_pending_tasks
+                )
         self._stop.set()
 
     async def run(self) -> None:
@@ -180,11 +186,10 @@ class Agent:
             source_tasks = [task for _src, task in self._running.values()]
             background = [*source_tasks, summary_task, resend_task, watch_task, anomaly_task,
                           *self._command_tasks]  # fmt: skip
-            for t in background:
-                t.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            writer_task.cancel()
-            await asyncio.gather(writer_task, return_exceptions=True)
+            stuck = await cancel_and_wait(background, OUTER_EVERY_S)
+            stuck += await cancel_and_wait([writer_task], OUTER_EVERY_S)
+            if stuck:
+                log.error("stop_tasks_ignored_cancel", tasks=[t.get_name() for t in stuck])
             await self.writer.flush()
             log.info("agent_stopping_uplink", writer_flushed=self.writer.accepted)
             await self._stop_sender()
@@ -205,8 +210,7 @@ class Agent:
     async def _stop_source(self, bus: str) -> None:
         entry = self._running.pop(bus, None)
         if entry is not None:
-            entry[1].cancel()
-            await asyncio.gather(entry[1], return_exceptions=True)
+            await cancel_and_wait([entry[1]], OUTER_EVERY_S)
             self.sources = [s for s in self.sources if s is not entry[0]]
 
     async def _stop_sender(self) -> None:
@@ -466,3 +470,11 @@ def silent(r: Reading) -> Reading:
 def bus_of(src: Source) -> str:
     """The bus a source runs: source names are '<kind>:<bus name>' (drivers/base.py)."""
     return src.name.split(":", 1)[-1]
+
+
+def _log_pending_tasks() -> None:
+    """Log every pending asyncio task and where it waits (a shutdown is hanging)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=3)
+        where = [f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in frames]
+        log.error("stop_hanging_task", task=task.get_name(), where=where)

@@ -18,6 +18,7 @@ from cityedge.health import build_health
 from cityedge.metrics import MetricsServer, parse_listen
 from cityedge.notify import Notifier
 from cityedge.readings import Priority, utc_now
+from cityedge.tasks import OUTER_EVERY_S, cancel_and_wait
 
 if TYPE_CHECKING:
     from cityedge.agent import Agent
@@ -58,9 +59,7 @@ class Operations:
         self.notifier.stopping()
         for handle in self._expiry.values():
             handle.cancel()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, OUTER_EVERY_S)
         if self.metrics is not None:
             await self.metrics.close()
         self.notifier.close()

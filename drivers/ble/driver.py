@@ -69,6 +69,7 @@ from cityedge.drivers.ble.scanner import (
 from cityedge.profiles import FieldMap
 from cityedge.readings import Quality, Reading, Value, utc_now
 from cityedge.sources import SourceContext
+from cityedge.tasks import cancel_and_wait
 
 DEFAULT_DEDUPE_S = 10.0
 STATE_FILE = "ble.json"
@@ -330,8 +331,7 @@ class BleSource(Source):
                     await self._report_down(failure)
                     await asyncio.sleep(self._reopen.next_delay())
         finally:
-            summaries.cancel()
-            await asyncio.gather(summaries, return_exceptions=True)
+            await cancel_and_wait([summaries])
             self.connected = False
             self._sink = None
             self._store.close()

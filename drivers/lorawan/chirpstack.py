@@ -43,6 +43,7 @@ from cityedge.drivers.base import ReadingSink, Source
 from cityedge.profiles import FieldMap
 from cityedge.readings import Reading, utc_now
 from cityedge.sources import SourceContext
+from cityedge.tasks import cancel_and_wait
 
 QUEUE_MAX = 1024
 SEEN_MAX = 1024  # deduplicationIds remembered
@@ -219,8 +220,7 @@ class ChirpStackSource(Source):
                 await asyncio.sleep(self._reopen.next_delay())
         finally:
             self.connected = False
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+            await cancel_and_wait([pump])
 
     async def _session(self) -> str:
         loop = asyncio.get_running_loop()

@@ -49,6 +49,7 @@ from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, Session, SessionSt
 from cityedge.profiles import FieldMap
 from cityedge.readings import Quality, Reading, utc_now
 from cityedge.sources import SourceContext
+from cityedge.tasks import cancel_and_wait
 
 QUEUE_MAX = 1024
 RECENT_MAX = 4096  # accepted (DevAddr, FCnt) kept to tell a late copy from a replay
@@ -230,8 +231,7 @@ class LoRaWANSource(Source):
                 await asyncio.sleep(self._reopen.next_delay())
         finally:
             self.connected = False
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+            await cancel_and_wait([pump])
             for pending in self._pending.values():
                 if pending.handle is not None:
                     pending.handle.cancel()

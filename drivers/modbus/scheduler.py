@@ -52,6 +52,7 @@ from cityedge.errors import DeviceTimeout, TransientError
 from cityedge.grid import cell_id
 from cityedge.profiles import Point
 from cityedge.readings import Reading
+from cityedge.tasks import cancel_and_wait
 
 MANUAL_QUEUE_MAX = 16  # read_now requests waiting; more are refused
 
@@ -197,9 +198,7 @@ class ModbusBus(Source):
         try:
             return await lost
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             await self.client.close()
 
     async def _summaries(self) -> None:

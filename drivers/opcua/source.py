@@ -68,6 +68,7 @@ from cityedge.drivers.opcua.codec import (
 from cityedge.errors import TransientError
 from cityedge.profiles import FieldMap
 from cityedge.readings import Quality, Reading, Value, format_ts, utc_now
+from cityedge.tasks import cancel_and_wait
 
 QUEUE_MAX = 10_000  # notifications waiting for the pump
 BATCH_MAX = 1_000  # readings handed to the sink at once
@@ -222,9 +223,7 @@ class OpcUaSource(Source):
             return describe_error(exc)
         finally:
             self._client, self._lost, self.connected = None, None, False
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             await close_client(client, self.settings.timeout_s)
             while not self._queue.empty():  # stale values of the lost session
                 self._queue.get_nowait()

@@ -59,6 +59,7 @@ from cityedge.drivers.serial.transport import LineSettings, SerialTransport
 from cityedge.errors import ConfigError, Problem, TransientError
 from cityedge.profiles import FieldMap
 from cityedge.readings import Quality, Reading, Value, format_ts, utc_now
+from cityedge.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from cityedge.sources import SourceContext
@@ -365,9 +366,7 @@ class SerialSensorSource(Source):
             self._log.error("session_failed", error=repr(error))  # a bug: reopen, do not die
             return f"internal error: {error!r}"
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
             await self.transport.close()
 
     async def _pump(self) -> None:
