@@ -245,3 +245,29 @@ def test_block_mean_record_catches_a_level_inside_the_range() -> None:
     assert with_records[2004:2100].max() > 0.6
     first = 2004 + int(np.argmax(with_records[2004:2100] > 0.6))
     assert (first + 1) % 6 == 0  # at a block's completion
+
+
+def test_suppression_lasts_longer_in_an_older_stream() -> None:
+    """The novelty's suppression half-life grows with the stream's age (up to its maximum)."""
+    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    model.post = dataclasses.replace(model.post, record_scale=0.0)
+
+    def kept_after(spike_at: int, blocks_later: int = 400) -> float:
+        """The suppression reference left `blocks_later` blocks after a spike, per unit of it."""
+        table = BlockTable(memory=model.memory, capacity=1)
+        row = np.array([table.allocate()])
+        x = series(spike_at + 6 * blocks_later + 6, 12)
+        x[spike_at] += 200.0
+        peak = 0.0
+        for i, v in enumerate(x):
+            score_block_rows(model, table, row, np.array([v]))
+            if i < spike_at + 6 * 4:
+                peak = max(peak, float(table.ref[0]))
+        return float(table.ref[0]) / peak
+
+    young, old = kept_after(1200), kept_after(9000)
+    p = model.post
+    assert p.suppress_half_life_max > p.suppress_half_life
+    assert young == pytest.approx(0.5 ** (400 / p.suppress_half_life), rel=0.05)
+    assert old > young * 1.3

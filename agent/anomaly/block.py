@@ -64,8 +64,12 @@ class BlockTable:
         self.mean = np.zeros((capacity, SCALES))
         self.var = np.ones((capacity, SCALES))
         self.ref = np.zeros(capacity)
-        for a in ("memhi", "memlo", "rref", "mhi", "mlo", "mref"):
-            setattr(self, a, np.full(capacity, _EMPTY.get(a, 0.0)))
+        self.memhi = np.full(capacity, -np.inf)
+        self.memlo = np.full(capacity, np.inf)
+        self.rref = np.zeros(capacity)
+        self.mhi = np.full(capacity, -np.inf)
+        self.mlo = np.full(capacity, np.inf)
+        self.mref = np.zeros(capacity)
         self.free: list[int] = list(range(capacity - 1, -1, -1))
 
     @property
