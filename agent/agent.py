@@ -186,8 +186,8 @@ class Agent:
             source_tasks = [task for _src, task in self._running.values()]
             background = [*source_tasks, summary_task, resend_task, watch_task, anomaly_task,
                           *self._command_tasks]  # fmt: skip
-            stuck = await cancel_and_wait(background, OUTER_EVERY_S)
-            stuck += await cancel_and_wait([writer_task], OUTER_EVERY_S)
+            stuck = await cancel_and_wait(background, OUTER_EVERY_S, 2 * OUTER_EVERY_S)
+            stuck += await cancel_and_wait([writer_task], OUTER_EVERY_S, OUTER_EVERY_S)
             if stuck:
                 log.error("stop_tasks_ignored_cancel", tasks=[t.get_name() for t in stuck])
             await self.writer.flush()
@@ -210,7 +210,9 @@ class Agent:
     async def _stop_source(self, bus: str) -> None:
         entry = self._running.pop(bus, None)
         if entry is not None:
-            await cancel_and_wait([entry[1]], OUTER_EVERY_S)
+            stuck = await cancel_and_wait([entry[1]], OUTER_EVERY_S, 2 * OUTER_EVERY_S)
+            if stuck:  # still holding its port or socket: say so, a restart will free it
+                log.error("source_ignored_cancel", bus=bus)
             self.sources = [s for s in self.sources if s is not entry[0]]
 
     async def _stop_sender(self) -> None:

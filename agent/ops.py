@@ -59,7 +59,7 @@ class Operations:
         self.notifier.stopping()
         for handle in self._expiry.values():
             handle.cancel()
-        await cancel_and_wait(self._tasks, OUTER_EVERY_S)
+        await cancel_and_wait(self._tasks, OUTER_EVERY_S, OUTER_EVERY_S)
         if self.metrics is not None:
             await self.metrics.close()
         self.notifier.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import sys
 import time
@@ -125,11 +124,11 @@ def fixed_thresholds(
     return None
 
 
-def in_sample(spec: nab_detectors.DetectorSpec | None, labels_path: Path) -> bool:
-    """Were the detector's shipped thresholds fitted on this labels file?"""
+def in_sample(spec: nab_detectors.DetectorSpec | None, labels: nab_scorer.Labels) -> bool:
+    """Were the detector's shipped thresholds fitted on these very labels?"""
     if spec is None or spec.calibrated_on is None:
         return False
-    return hashlib.sha256(labels_path.read_bytes()).hexdigest() == spec.calibrated_on
+    return nab_scorer.labels_digest(labels) == spec.calibrated_on
 
 
 def score(
@@ -197,8 +196,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir = args.data / "data"
-    labels_path = args.data / "labels" / "combined_windows.json"
-    labels = nab_scorer.load_labels(labels_path)
+    labels = nab_scorer.load_labels(args.data / "labels" / "combined_windows.json")
     costs = nab_scorer.cost_matrices(nab_scorer.load_profiles(args.data / "config/profiles.json"))
     keys = [k for k in nab_scorer.data_files(data_dir) if k in labels]
     skipped = len(nab_scorer.data_files(data_dir)) - len(keys)
@@ -229,15 +227,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = args.thresholds_from
     if mode == "auto":
         mode = "fixed" if fixed is not None else "leave-one-category-out"
-        if mode == "fixed" and args.thresholds_file is None and in_sample(spec, labels_path):
+        if mode == "fixed" and args.thresholds_file is None and in_sample(spec, labels):
             mode = "leave-one-category-out"
             print(
                 "  (the shipped thresholds were fitted on these very labels: a fixed-threshold"
                 " score here would be in-sample, so the shipped column is leave-one-category-out)"
             )
+    fitted_here = mode == "fixed" and args.thresholds_file is None and in_sample(spec, labels)
+    if fitted_here:
+        print("  (note: these fixed thresholds were fitted on these very labels: in-sample)")
     corpus = nab_scorer.build_corpus(results, data_dir, labels)
     t0 = time.perf_counter()
     report = score(corpus, costs, mode, fixed)
+    if fitted_here:
+        for entry in report.values():
+            entry["in_sample"] = True
     spent = time.perf_counter() - t0
     print(f"{'profile':<20} {'NAB-optimised':<24} shipped ({mode})")
     for name, entry in report.items():

@@ -33,6 +33,7 @@ whole corpus is a sort plus a few vector passes.
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 import math
@@ -75,6 +76,12 @@ def load_labels(path: str | Path) -> dict[str, list[list[str]]]:
     with open(path) as f:
         data: dict[str, list[list[str]]] = json.load(f)
     return data
+
+
+def labels_digest(labels: Labels) -> str:
+    """SHA-256 of the labels' content (key order and JSON layout do not matter)."""
+    canonical = json.dumps(labels, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def load_profiles(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -271,3 +271,28 @@ def test_suppression_lasts_longer_in_an_older_stream() -> None:
     assert p.suppress_half_life_max > p.suppress_half_life
     assert young == pytest.approx(0.5 ** (400 / p.suppress_half_life), rel=0.05)
     assert old > young * 1.3
+
+
+def test_scores_do_not_depend_on_a_large_offset() -> None:
+    """A reading's offset (a latitude, a meter total) changes nothing: the float32 memory
+    holds readings relative to the stream's first one."""
+    x = 1e-5 * series(2000, 13)  # tiny changes, as in a GPS latitude
+    at_zero = _block_scores(x)
+    for offset in (52.52, 1000.0):
+        np.testing.assert_allclose(_block_scores(x + offset), at_zero, atol=1e-6)
+
+
+def test_records_switched_on_later_start_from_the_true_memory() -> None:
+    """A stream scored without records, then by a model with them, raises no burst."""
+    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    with_records = model.post
+    table = BlockTable(memory=model.memory, capacity=1)
+    row = np.array([table.allocate()])
+    x = np.random.default_rng(14).normal(0, 1, 2300)
+    model.post = dataclasses.replace(with_records, record_scale=0.0)
+    for v in x[:2000]:
+        score_block_rows(model, table, row, np.array([v]))
+    model.post = with_records  # a new model version installed in place
+    later = [score_block_rows(model, table, row, np.array([v]))[0] for v in x[2000:]]
+    assert max(later) < 0.3

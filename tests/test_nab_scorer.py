@@ -3,7 +3,6 @@ the sweep against a row-by-row reference, the harness end to end."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -324,8 +323,11 @@ def test_harness_does_not_call_an_in_sample_score_shipped(
     fitted_here: bool,
 ) -> None:
     """Thresholds fitted on these very labels are scored leave-one-category-out, not as given."""
-    labels = (small_dir / "labels" / "combined_windows.json").read_bytes()
-    sha = hashlib.sha256(labels if fitted_here else labels + b" ").hexdigest()
+    path = small_dir / "labels" / "combined_windows.json"
+    labels = json.loads(path.read_text())
+    path.write_text(json.dumps(labels, indent=4))  # the same labels laid out differently
+    other = {**labels, "extra/series.csv": []}
+    sha = nab_scorer.labels_digest(labels if fitted_here else other)
     base = nab_detectors.get("zscore")
     spec = nab_detectors.DetectorSpec(
         base.make, base.make_batch, dict.fromkeys(PROFILE_NAMES, 0.7), calibrated_on=sha
@@ -337,6 +339,12 @@ def test_harness_does_not_call_an_in_sample_score_shipped(
     sources = {entry["source"] for entry in table.values()}
     assert sources == ({"leave-one-category-out"} if fitted_here else {"fixed"})
     assert ("in-sample" in capsys.readouterr().out) == fitted_here
+    # Asked for explicitly, fixed thresholds are scored as given, but flagged when in-sample.
+    args = ["--data", str(small_dir), "--results", str(out), "--detector", "fitted"]
+    assert nab.main([*args, "--thresholds-from", "fixed"]) == 0
+    table = json.loads((out / "thresholds.json").read_text())["fitted"]
+    assert {entry["source"] for entry in table.values()} == {"fixed"}
+    assert all(entry.get("in_sample", False) == fitted_here for entry in table.values())
 
 
 def test_batched_and_single_paths_agree(small_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from cityedge.tasks import cancel_and_wait
 
@@ -51,13 +52,61 @@ async def test_a_task_ignoring_every_cancel_is_reported_not_awaited() -> None:
     assert task.done()
 
 
-async def test_results_and_errors_are_collected() -> None:
-    """Finished tasks' exceptions are retrieved (no 'never retrieved' warning)."""
+async def _never_retrieved(use_cancel_and_wait: bool) -> list[str]:
+    """Messages the loop reports for a failed task after it is dropped."""
 
     async def fails() -> None:
         raise ValueError("boom")
 
-    task = asyncio.create_task(fails())
-    await asyncio.sleep(0)
-    assert await cancel_and_wait([task]) == []
-    assert isinstance(task.exception(), ValueError)
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(str(ctx.get("message"))))
+    try:
+        task = asyncio.create_task(fails())
+        await asyncio.sleep(0)  # it has failed before anybody stops it
+        if use_cancel_and_wait:
+            assert await cancel_and_wait([task]) == []
+        del task
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    return [m for m in seen if "never retrieved" in m]
+
+
+async def test_errors_of_finished_tasks_are_retrieved() -> None:
+    """A task that already failed is not reported as 'exception never retrieved'."""
+    assert await _never_retrieved(use_cancel_and_wait=False)  # the control: asyncio reports it
+    assert await _never_retrieved(use_cancel_and_wait=True) == []
+
+
+async def test_an_interrupted_stop_still_cancels_and_lets_clean_up_run() -> None:
+    """The outer layer cancelling again mid-stop: workers are cancelled, closing code runs."""
+    closed: list[bool] = []
+
+    async def worker() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(5)  # a clean-up slower than anybody waits for
+
+    async def driver() -> None:
+        w = asyncio.create_task(worker())
+        try:
+            await asyncio.sleep(10)
+        finally:
+            try:
+                await cancel_and_wait([w], every_s=1.0, within_s=3.0)
+            finally:
+                closed.append(True)  # the port or socket is closed whatever happens above
+                workers.append(w)
+
+    workers: list[asyncio.Task[None]] = []
+    task = asyncio.create_task(driver())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.1)  # the driver is inside cancel_and_wait, its worker cleaning up
+    task.cancel()  # the outer layer's repeat
+    await asyncio.wait([task], timeout=2.0)
+    assert task.done() and closed == [True]
+    await asyncio.wait(workers, timeout=2.0)
+    assert workers[0].done()  # cancelled once more: its slow clean-up was cut short

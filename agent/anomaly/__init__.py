@@ -23,8 +23,8 @@ Contract:
 * **Suppression.** A non-zero score is reported only when it beats the
   stream's recent largest score (decaying), so one event alarms at its onset
   and not on every following reading.
-* **Compact state.** ``AnomalyEngine.state_bytes_per_stream``: 6,296 bytes
-  for ``block_novelty`` (the default; memory of 512 block summaries and 19
+* **Compact state.** ``AnomalyEngine.state_bytes_per_stream``: 6,304 bytes
+  for ``block_novelty`` (the default; memory of 512 block summaries and 20
   scalars), 2,080 for ``window_novelty`` (window of 512 and four scalars).
 * Non-finite readings score 0 and leave the state unchanged.
 

@@ -28,7 +28,7 @@ from .state import IntArray
 Scores = npt.NDArray[np.float64]
 
 _SCALARS = (
-    *("count", "bsum", "bmax", "bmin", "lo", "hi", "ref"),
+    *("count", "base", "bsum", "bmax", "bmin", "lo", "hi", "ref"),
     *("memhi", "memlo", "rref", "mhi", "mlo", "mref"),  # records (cityedge.anomaly.records)
 )
 # A fresh row's value, where it is not 0.
@@ -55,6 +55,7 @@ class BlockTable:
         self.memory = memory
         self.mem = np.full((capacity, memory, 3), np.inf, dtype=np.float32)
         self.count = np.zeros(capacity, dtype=np.int64)
+        self.base = np.zeros(capacity)
         self.scored = np.zeros((capacity, SCALES), dtype=np.int64)
         self.bsum = np.zeros(capacity)
         self.bmax = np.zeros(capacity)
@@ -98,7 +99,7 @@ class BlockTable:
 
     @staticmethod
     def bytes_per_stream(memory: int) -> int:
-        """State bytes one stream costs: the memory and 19 8-byte scalars."""
+        """State bytes one stream costs: the memory and 20 8-byte scalars."""
         return memory * 3 * 4 + 8 * (len(_SCALARS) + SCALES * len(_PER_SCALE))
 
     def _grow(self) -> None:
@@ -139,6 +140,12 @@ def score_block_rows(
     p = model.post
     s, length = model.block, model.length
     count = table.count[rows]
+    # Everything is kept relative to the stream's first reading: the float32
+    # memory then resolves small changes on a large offset (a latitude, a
+    # meter's total), and distances and records do not depend on the offset.
+    base = np.where(count == 0, values, table.base[rows])
+    table.base[rows] = base
+    values = values - base
     first_in_block = count % s == 0
     out = range_records(table, rows, values, first_in_block, count, p)
     table.bsum[rows] = np.where(first_in_block, values, table.bsum[rows] + values)
@@ -159,14 +166,16 @@ def score_block_rows(
     mem[:, :-1] = mem[:, 1:]
     mem[:, -1] = feat
     table.mem[r] = mem
+    # The record state is kept whatever the model, so a model installed later
+    # with records on starts from the true memory, not from an empty one.
     if p.record_scale > 0:
         out[pos] = np.maximum(out[pos], block_mean_records(table, r, feat[:, 0], count[pos], p, s))
-        means = mem[:, :, 0]
-        filled = np.isfinite(means)  # unfilled places are +inf in every channel
-        table.memhi[r] = np.where(filled, mem[:, :, 1], -np.inf).max(axis=1)
-        table.memlo[r] = mem[:, :, 2].min(axis=1)
-        table.mhi[r] = np.where(filled, means, -np.inf).max(axis=1)
-        table.mlo[r] = means.min(axis=1)
+    means = mem[:, :, 0]
+    filled = np.isfinite(means)  # unfilled places are +inf in every channel
+    table.memhi[r] = np.where(filled, mem[:, :, 1], -np.inf).max(axis=1)
+    table.memlo[r] = mem[:, :, 2].min(axis=1)
+    table.mhi[r] = np.where(filled, means, -np.inf).max(axis=1)
+    table.mlo[r] = means.min(axis=1)
     ready = count[pos] // s >= 2 * length
     if not ready.any():
         return out

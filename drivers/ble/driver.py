@@ -331,10 +331,12 @@ class BleSource(Source):
                     await self._report_down(failure)
                     await asyncio.sleep(self._reopen.next_delay())
         finally:
-            await cancel_and_wait([summaries])
-            self.connected = False
-            self._sink = None
-            self._store.close()
+            try:
+                await cancel_and_wait([summaries])
+            finally:
+                self.connected = False
+                self._sink = None
+                self._store.close()
 
     async def _session(self) -> str | None:
         """Scan until silence (None: restart at once) or a failure (its description)."""

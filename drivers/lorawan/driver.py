@@ -231,16 +231,21 @@ class LoRaWANSource(Source):
                 await asyncio.sleep(self._reopen.next_delay())
         finally:
             self.connected = False
-            await cancel_and_wait([pump])
-            for pending in self._pending.values():
-                if pending.handle is not None:
-                    pending.handle.cancel()
-            if self._pending:
-                self._count("dropped_on_shutdown", len(self._pending))
-            self._pending.clear()
-            if self._transport is not None:
-                self._transport.close()
-                self._transport = None
+            try:
+                await cancel_and_wait([pump])
+            finally:
+                self._drop_pending_and_close()
+
+    def _drop_pending_and_close(self) -> None:
+        for pending in self._pending.values():
+            if pending.handle is not None:
+                pending.handle.cancel()
+        if self._pending:
+            self._count("dropped_on_shutdown", len(self._pending))
+        self._pending.clear()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
     async def _serve(self) -> str:
         loop = asyncio.get_running_loop()

@@ -198,8 +198,12 @@ class ModbusBus(Source):
         try:
             return await lost
         finally:
-            await cancel_and_wait(tasks)
-            await self.client.close()
+            if not lost.done():
+                lost.cancel()  # workers stop on it even if a cancel of theirs is lost
+            try:
+                await cancel_and_wait(tasks)
+            finally:
+                await self.client.close()
 
     async def _summaries(self) -> None:
         while True:
@@ -227,7 +231,7 @@ class ModbusBus(Source):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _worker(self, lost: asyncio.Future[str]) -> None:
-        while True:
+        while not lost.done():
             job = await self._next_job()
             try:
                 if isinstance(job, _Manual):

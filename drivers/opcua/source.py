@@ -70,6 +70,7 @@ from cityedge.profiles import FieldMap
 from cityedge.readings import Quality, Reading, Value, format_ts, utc_now
 from cityedge.tasks import cancel_and_wait
 
+CLOSE_WITHIN_S = 2.0  # a polite CloseSession; past it the socket is just dropped
 QUEUE_MAX = 10_000  # notifications waiting for the pump
 BATCH_MAX = 1_000  # readings handed to the sink at once
 ITEM_QUEUE_MAX = 100  # server-side queue of one monitored item
@@ -223,10 +224,13 @@ class OpcUaSource(Source):
             return describe_error(exc)
         finally:
             self._client, self._lost, self.connected = None, None, False
-            await cancel_and_wait(tasks)
-            await close_client(client, self.settings.timeout_s)
-            while not self._queue.empty():  # stale values of the lost session
-                self._queue.get_nowait()
+            try:
+                await cancel_and_wait(tasks)
+            finally:
+                while not self._queue.empty():  # stale values of the lost session
+                    self._queue.get_nowait()
+                # Bounded below the agent's repeat of its cancel (cityedge.tasks).
+                await close_client(client, min(self.settings.timeout_s, CLOSE_WITHIN_S))
 
     def _refused(self, reason: str, exc: Exception) -> str:
         self.rejected[reason] += 1

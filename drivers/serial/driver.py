@@ -366,8 +366,10 @@ class SerialSensorSource(Source):
             self._log.error("session_failed", error=repr(error))  # a bug: reopen, do not die
             return f"internal error: {error!r}"
         finally:
-            await cancel_and_wait(tasks)
-            await self.transport.close()
+            try:
+                await cancel_and_wait(tasks)
+            finally:
+                await self.transport.close()
 
     async def _pump(self) -> None:
         while True:

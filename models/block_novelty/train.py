@@ -14,7 +14,6 @@ give the same bytes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -312,7 +311,7 @@ def calibrate_on_nab(model_bytes: bytes, nab_dir: Path) -> tuple[dict[str, float
     results = {s.key: (None, sc) for s, sc in zip(series, scores, strict=True)}
     corpus = nab_scorer.build_corpus(results, data_dir, labels)
     chosen = {name: corpus.optimise(cost)[0] for name, cost in costs.items()}
-    return chosen, hashlib.sha256(labels_path.read_bytes()).hexdigest()
+    return chosen, nab_scorer.labels_digest(labels)
 
 
 def main() -> None:
