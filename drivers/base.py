@@ -20,8 +20,9 @@ Rules every driver follows:
    :class:`~cityedge.readings.Reading` with ``Quality.BAD``, a ``reason`` and,
    where the protocol has one, a ``code``.
 2. A *transport failure* (socket closed, port gone) raises
-   :class:`~cityedge.errors.TransientError`. The driver does not reconnect on
-   its own: the supervisor (the bus scheduler) backs off and re-enters.
+   :class:`~cityedge.errors.TransientError`, or ends the source's session
+   with its reason. The driver does not reconnect on its own: every source
+   runs its sessions under :func:`supervise`, which backs off and re-enters.
 3. Bytes from a device are untrusted. Decoders are pure functions that
    raise :class:`DecodeError` on anything malformed; the driver counts and
    logs the rejection and keeps going.
@@ -32,10 +33,12 @@ Rules every driver follows:
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, NoReturn, Self, TypeVar
 
+from cityedge.backoff import Backoff
 from cityedge.readings import Reading
 
 DeviceT = TypeVar("DeviceT")
@@ -111,3 +114,26 @@ class Source(abc.ABC):
 
     def status(self) -> dict[str, object]:
         return {}
+
+
+async def supervise(
+    session: Callable[[], Awaitable[str | None]],
+    backoff: Backoff,
+    lost: Callable[[str], Awaitable[None]],
+) -> NoReturn:
+    """The one reconnect loop of every source: run sessions until cancelled.
+
+    A session opens its transport, calls ``backoff.reset()`` once it is up,
+    serves until the transport is lost and returns why (a short text), or
+    None to be restarted at once (not a failure: a scanner restarted after
+    silence). After a loss, ``lost(reason)`` reports it (counters, bad-quality
+    readings, a log line) and the next session waits for the backoff's delay
+    (exponential, full jitter). Failure stays inside the source: nothing here
+    raises but cancellation.
+    """
+    while True:
+        reason = await session()
+        if reason is None:
+            continue
+        await lost(reason)
+        await asyncio.sleep(backoff.next_delay())

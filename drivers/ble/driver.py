@@ -53,7 +53,7 @@ from tinydb.storages import Storage
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import DecodeError, ReadingSink, Source
+from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise
 from cityedge.drivers.ble import bthome, ruuvi
 from cityedge.drivers.ble.scanner import (
     DEFAULT_QUEUE_SIZE,
@@ -324,12 +324,7 @@ class BleSource(Source):
         self._store = CounterStore(self._ctx.state_dir / STATE_FILE, self._log)
         summaries = asyncio.create_task(self._summaries())
         try:
-            while True:
-                failure = await self._session()
-                self.connected = False
-                if failure is not None:
-                    await self._report_down(failure)
-                    await asyncio.sleep(self._reopen.next_delay())
+            await supervise(self._session, self._reopen, self._on_lost)
         finally:
             try:
                 await cancel_and_wait([summaries])
@@ -337,6 +332,9 @@ class BleSource(Source):
                 self.connected = False
                 self._sink = None
                 self._store.close()
+
+    async def _on_lost(self, failure: str) -> None:
+        await self._report_down(failure)
 
     async def _session(self) -> str | None:
         """Scan until silence (None: restart at once) or a failure (its description)."""
@@ -357,6 +355,7 @@ class BleSource(Source):
             self._log.info("scan_silent_restart", silent_s=self._silence_s)
             return None
         finally:
+            self.connected = False
             await self._stop(scanner)
 
     async def _start_scanner(self) -> Scanner:

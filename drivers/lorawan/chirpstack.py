@@ -39,7 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import ReadingSink, Source
+from cityedge.drivers.base import ReadingSink, Source, supervise
 from cityedge.profiles import FieldMap
 from cityedge.readings import Reading, utc_now
 from cityedge.sources import SourceContext
@@ -212,15 +212,15 @@ class ChirpStackSource(Source):
         """Subscribe until cancelled; reconnect with backoff when the broker goes."""
         pump = asyncio.create_task(self._pump(sink))
         try:
-            while True:
-                reason = await self._session()
-                self.connected = False
-                self.counters["reconnects"] += 1
-                self._log.warning("broker_lost", error=reason)
-                await asyncio.sleep(self._reopen.next_delay())
+            await supervise(self._session, self._reopen, self._on_lost)
         finally:
             self.connected = False
             await cancel_and_wait([pump])
+
+    async def _on_lost(self, reason: str) -> None:
+        self.connected = False
+        self.counters["reconnects"] += 1
+        self._log.warning("broker_lost", error=reason)
 
     async def _session(self) -> str:
         loop = asyncio.get_running_loop()

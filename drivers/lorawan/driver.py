@@ -42,7 +42,7 @@ import structlog
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import DecodeError, ReadingSink, Source
+from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise
 from cityedge.drivers.lorawan import crypto, fcnt, join, phy, semtech
 from cityedge.drivers.lorawan.payload import Decoded, decode_payload
 from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, Session, SessionStore
@@ -224,11 +224,7 @@ class LoRaWANSource(Source):
         """Listen until cancelled; reopen the socket with backoff if it is lost."""
         pump = asyncio.create_task(self._pump(sink))
         try:
-            while True:
-                reason = await self._serve()
-                self.connected = False
-                self._log.warning("listener_lost", error=reason)
-                await asyncio.sleep(self._reopen.next_delay())
+            await supervise(self._serve, self._reopen, self._on_lost)
         finally:
             self.connected = False
             try:
@@ -246,6 +242,10 @@ class LoRaWANSource(Source):
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+    async def _on_lost(self, reason: str) -> None:
+        self.connected = False
+        self._log.warning("listener_lost", error=reason)
 
     async def _serve(self) -> str:
         loop = asyncio.get_running_loop()

@@ -38,7 +38,7 @@ import structlog
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import ReadingSink, Source
+from cityedge.drivers.base import ReadingSink, Source, supervise
 from cityedge.drivers.modbus.client import (
     ModbusClient,
     ModbusDevice,
@@ -160,12 +160,7 @@ class ModbusBus(Source):
         """Poll until cancelled; never raises on device or transport faults."""
         self._sink = sink
         try:
-            while True:
-                reason = await self._session()
-                self.connected = False
-                self.counters["transport_errors"] += 1
-                await self._report_unreachable(reason)
-                await asyncio.sleep(self._reopen.next_delay())
+            await supervise(self._session, self._reopen, self._on_lost)
         finally:
             self.connected = False
             self._sink = None
@@ -174,6 +169,11 @@ class ModbusBus(Source):
                 if not job.future.done():
                     job.future.set_exception(TransientError("bus stopped"))
             self._manual.clear()
+
+    async def _on_lost(self, reason: str) -> None:
+        self.connected = False
+        self.counters["transport_errors"] += 1
+        await self._report_unreachable(reason)
 
     async def _session(self) -> str:
         """Open the transport and poll until it is lost; returns why."""

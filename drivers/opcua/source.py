@@ -46,7 +46,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import DecodeError, ReadingSink, Source
+from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise
 from cityedge.drivers.opcua.certs import UntrustedServer
 from cityedge.drivers.opcua.client import (
     TRANSPORT_ERRORS,
@@ -169,14 +169,14 @@ class OpcUaSource(Source):
         """Read the server until cancelled; never raises on device or transport faults."""
         self._sink = sink
         try:
-            while True:
-                reason = await self._session()
-                self.counters["transport_errors"] += 1
-                await self._report_unreachable(reason)
-                await asyncio.sleep(self._reopen.next_delay())
+            await supervise(self._session, self._reopen, self._on_lost)
         finally:
             self.connected = False
             self._sink = None
+
+    async def _on_lost(self, reason: str) -> None:
+        self.counters["transport_errors"] += 1
+        await self._report_unreachable(reason)
 
     async def _session(self) -> str:
         """One connection, from open to loss; returns why it ended."""

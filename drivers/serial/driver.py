@@ -45,7 +45,7 @@ import structlog
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import DecodeError, ReadingSink, Source
+from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise
 from cityedge.drivers.serial import nmea, pms5003, sds011
 from cityedge.drivers.serial.framing import (
     Framer,
@@ -327,17 +327,17 @@ class SerialSensorSource(Source):
         """Read until cancelled; never raises on sensor or port faults."""
         self._sink = sink
         try:
-            while True:
-                reason = await self._session()
-                self.connected = False
-                self.counters["transport_errors"] += 1
-                await self._went_bad("unreachable", reason)
-                await asyncio.sleep(self._reopen.next_delay())
+            await supervise(self._session, self._reopen, self._on_lost)
         finally:
             self.connected = False
             self._rejections.flush()
             await self.transport.close()
             self._sink = None
+
+    async def _on_lost(self, reason: str) -> None:
+        self.connected = False
+        self.counters["transport_errors"] += 1
+        await self._went_bad("unreachable", reason)
 
     async def _session(self) -> str:
         """Open the port and read until it is lost; returns why."""
