@@ -155,7 +155,8 @@ def test_bad_events_are_counted_and_the_source_keeps_running(broker: Broker) -> 
 
 
 def test_broker_restart_is_survived(broker: Broker) -> None:
-    """The broker goes away and comes back: the source reconnects by itself."""
+    """The broker goes away and comes back: its devices are reported unreachable once, and
+    the source reconnects by itself."""
 
     @async_test
     async def run() -> None:
@@ -164,11 +165,19 @@ def test_broker_restart_is_survived(broker: Broker) -> None:
             await until(lambda: source.connected, 5.0)
             await asyncio.to_thread(broker.stop)
             await until(lambda: not source.connected, 5.0)
+            await sink.wait_for(lambda: len(sink.readings) >= 1)
+            await asyncio.sleep(1.0)  # reconnect attempts fail meanwhile: no second report
+            bad = list(sink.readings)
+            assert {r.point for r in bad} == {f.name for f in PROFILE.fields}
+            assert all(r.quality == "bad" and r.reason == "unreachable" for r in bad)
+            assert len(bad) == len(PROFILE.fields)  # once per outage, not per attempt
+            assert source.status()["devices"]["cs-1"]["state"] == "unreachable"
             await asyncio.to_thread(broker.start)
             await until(lambda: source.connected, 10.0)
             await _publish(broker, json.dumps(EVENT))
-            await sink.wait_for(lambda: len(sink.readings) >= 3)
-        assert source.counters["reconnects"] >= 1
+            await sink.wait_for(lambda: len(sink.readings) >= len(bad) + 3)
+        assert source.counters["reconnects"] >= 2
+        assert source.status()["devices"]["cs-1"]["state"] == "ok"
 
     run()
 

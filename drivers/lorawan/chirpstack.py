@@ -41,7 +41,7 @@ from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import ReadingSink, Source, supervise
 from cityedge.profiles import FieldMap
-from cityedge.readings import Reading, utc_now
+from cityedge.readings import Quality, Reading, utc_now
 from cityedge.sources import SourceContext
 from cityedge.tasks import cancel_and_wait
 
@@ -101,6 +101,7 @@ class _Device:
     config: DeviceConfig
     cell: str
     fields: dict[str, FieldMap]
+    down: bool = False  # bad readings sent for the current broker outage
     stats: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {"frames": 0, "errors_total": 0, "last_error": None, "unmapped": 0}
     )
@@ -139,6 +140,7 @@ class ChirpStackSource(Source):
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._reopen = Backoff(base_s=reopen_min_s, cap_s=reopen_max_s)
         self.connected = False
+        self._sink: ReadingSink | None = None
         self.rejected: dict[str, int] = {}
         self.counters = {"events": 0, "readings": 0, "duplicates": 0, "reconnects": 0}
 
@@ -210,6 +212,7 @@ class ChirpStackSource(Source):
 
     async def run(self, sink: ReadingSink) -> None:
         """Subscribe until cancelled; reconnect with backoff when the broker goes."""
+        self._sink = sink
         pump = asyncio.create_task(self._pump(sink))
         try:
             await supervise(self._session, self._reopen, self._on_lost)
@@ -221,6 +224,13 @@ class ChirpStackSource(Source):
         self.connected = False
         self.counters["reconnects"] += 1
         self._log.warning("broker_lost", error=reason)
+        # Nothing of these devices can arrive now: say so once per outage, like
+        # every other source, so the hub sees a gap and not a stale value.
+        bad = [r for dev in self._devices.values() if not dev.down for r in _unreachable(dev)]
+        for dev in self._devices.values():
+            dev.down = True
+        if self._sink is not None:
+            await self._deliver(self._sink, bad)
 
     async def _session(self) -> str:
         loop = asyncio.get_running_loop()
@@ -244,10 +254,13 @@ class ChirpStackSource(Source):
                 self._log.exception("event_failed")
                 self._reject("internal_error", repr(exc))
                 continue
-            if readings:
-                if self._clock_ok is not None and not self._clock_ok():
-                    readings = [dataclasses.replace(r, time_ok=False) for r in readings]
-                await sink(readings)
+            await self._deliver(sink, readings)
+
+    async def _deliver(self, sink: ReadingSink, readings: list[Reading]) -> None:
+        if readings:
+            if self._clock_ok is not None and not self._clock_ok():
+                readings = [dataclasses.replace(r, time_ok=False) for r in readings]
+            await sink(readings)
 
     # -- events ------------------------------------------------------------
 
@@ -280,6 +293,7 @@ class ChirpStackSource(Source):
             self._reject("no_object", "no decoded object (is a codec set in ChirpStack?)", dev)
             return []
         dev.stats["frames"] += 1
+        dev.down = False
         return self._readings(dev, obj, event)
 
     def _readings(self, dev: _Device, obj: dict[str, Any], event: dict[str, Any]) -> list[Reading]:
@@ -319,11 +333,25 @@ class ChirpStackSource(Source):
             "connected": self.connected,
             **self.counters,
             "devices": {
-                d.config.id: {"state": "ok" if d.stats["frames"] else "waiting", **d.stats}
-                for d in self._devices.values()
+                d.config.id: {"state": _state(d), **d.stats} for d in self._devices.values()
             },
             "rejected": dict(self.rejected),
         }
+
+
+def _unreachable(dev: _Device) -> list[Reading]:
+    now = utc_now()
+    out = []
+    for fm in dev.config.profile.fields:
+        out.append(Reading(dev.config.id, fm.name, None, fm.unit, now, Quality.BAD,
+                           fm.family, dev.cell, "unreachable"))  # fmt: skip
+    return out
+
+
+def _state(dev: _Device) -> str:
+    if dev.down:
+        return "unreachable"
+    return "ok" if dev.stats["frames"] else "waiting"
 
 
 def build_source(bus: BusConfig, devices: Sequence[DeviceConfig], ctx: SourceContext) -> Source:

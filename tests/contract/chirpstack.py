@@ -101,7 +101,8 @@ class ChirpStackContractPeer(ContractPeer):
         await asyncio.to_thread(self.broker.stop)
 
     def loss_seen(self, sink: Collector, source: Source) -> bool:
-        return source.status()["connected"] is False
+        lost = any(r.reason == "unreachable" for r in sink.of(self.device, False))
+        return lost and source.status()["connected"] is False
 
     async def restore(self) -> None:
         await asyncio.to_thread(self.broker.start)
