@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Generic, NoReturn, Self, TypeVar
 
 from cityedge.backoff import Backoff
-from cityedge.readings import Reading
+from cityedge.profiles import FieldMap
+from cityedge.readings import Quality, Reading, utc_now
 
 DeviceT = TypeVar("DeviceT")
 RequestT = TypeVar("RequestT")
@@ -137,3 +138,14 @@ async def supervise(
             continue
         await lost(reason)
         await asyncio.sleep(backoff.next_delay())
+
+
+def unreachable(device: str, fields: Iterable[FieldMap], cell: str) -> list[Reading]:
+    """One bad reading per field, reason ``unreachable``: what a push source sends for
+    its devices when the path to them is gone (a broker, a silent packet forwarder)."""
+    now = utc_now()
+    out = []
+    for fm in fields:
+        out.append(Reading(device, fm.name, None, fm.unit, now, Quality.BAD, fm.family, cell,
+                           "unreachable"))  # fmt: skip
+    return out

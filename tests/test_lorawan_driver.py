@@ -27,13 +27,14 @@ from tests.peers.forwarder import (
     NWK,
     PROFILES,
     abp_device,
+    free_udp_port,
     lora_profile,
     make_source,
     otaa_device,
     rig,
     until,
 )
-from tests.peers.modbus import async_test
+from tests.peers.modbus import Collector, async_test, running
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 LORAWAN = json.loads((VECTORS / "lorawan.json").read_text())
@@ -386,3 +387,32 @@ def _fuzz_source() -> LoRaWANSource:
         source.dedupe_s = 0
         _FUZZ.append(source)
     return _FUZZ[0]
+
+
+@async_test
+async def test_a_silent_forwarder_is_noticed_and_its_return_too(tmp_path: Path) -> None:
+    """No datagram for silence_s: devices read unreachable once; the forwarder's next
+    keepalive ends the silence, and the next uplink brings the device back to ok."""
+    dev = abp_device("lht", load_profile(PROFILES, "dragino/lht65"), "26011B01")
+    port = free_udp_port()
+    source = make_source(tmp_path, [dev], port, silence_s=1.0)
+    sink = Collector()
+    server = ("127.0.0.1", port)
+    async with running(source, sink):
+        await until(lambda: source.connected, 2.0)
+        async with ForwarderEmulator(server, "AA555A0000000001", keepalive_s=0.2):
+            await asyncio.sleep(1.5)  # keepalives every 0.2 s: never silent
+            assert source.status()["forwarders"] == "ok" and not sink.readings
+        await until(lambda: source.status()["forwarders"] == "silent", 5.0)
+        await sink.wait_for(lambda: len(sink.readings) >= len(dev.profile.fields), 2.0)
+        bad = list(sink.readings)
+        assert {r.reason for r in bad} == {"unreachable"}
+        assert {r.point for r in bad} == {f.name for f in dev.profile.fields}
+        assert source.status()["devices"]["lht"]["state"] == "unreachable"
+        await asyncio.sleep(1.0)
+        assert len(sink.readings) == len(bad)  # once per silence, not at every check
+        async with ForwarderEmulator(server, "AA555A0000000001", keepalive_s=0.2) as gw:
+            assert source.status()["forwarders"] == "ok"
+            gw.send_uplink("26011B01", 1, 2, bytes.fromhex("CBF60B0D0376010ADD7FFF"), NWK, APP)
+            await until(lambda: len(sink.readings) > len(bad), 5.0)
+        assert source.status()["devices"]["lht"]["state"] == "ok"

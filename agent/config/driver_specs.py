@@ -112,6 +112,8 @@ BUS_OPTIONS: dict[str, Fields] = {
         "max_datagram": Field(integer(64, 65507)),
         "net_id": Field(hex_bytes(3)),
         "rx1_delay_s": Field(integer(1, 15)),
+        # Nothing from any packet forwarder for this long: the devices read unreachable.
+        "silence_s": Field(number(1, 86400)),
     },
     "chirpstack-mqtt": {
         "broker": Field(HOST),

@@ -39,9 +39,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import ReadingSink, Source, supervise
+from cityedge.drivers.base import ReadingSink, Source, supervise, unreachable
 from cityedge.profiles import FieldMap
-from cityedge.readings import Quality, Reading, utc_now
+from cityedge.readings import Reading, utc_now
 from cityedge.sources import SourceContext
 from cityedge.tasks import cancel_and_wait
 
@@ -226,7 +226,12 @@ class ChirpStackSource(Source):
         self._log.warning("broker_lost", error=reason)
         # Nothing of these devices can arrive now: say so once per outage, like
         # every other source, so the hub sees a gap and not a stale value.
-        bad = [r for dev in self._devices.values() if not dev.down for r in _unreachable(dev)]
+        bad = [
+            r
+            for dev in self._devices.values()
+            if not dev.down
+            for r in unreachable(dev.config.id, dev.config.profile.fields, dev.cell)
+        ]
         for dev in self._devices.values():
             dev.down = True
         if self._sink is not None:
@@ -337,15 +342,6 @@ class ChirpStackSource(Source):
             },
             "rejected": dict(self.rejected),
         }
-
-
-def _unreachable(dev: _Device) -> list[Reading]:
-    now = utc_now()
-    out = []
-    for fm in dev.config.profile.fields:
-        out.append(Reading(dev.config.id, fm.name, None, fm.unit, now, Quality.BAD,
-                           fm.family, dev.cell, "unreachable"))  # fmt: skip
-    return out
 
 
 def _state(dev: _Device) -> str:

@@ -42,8 +42,9 @@ import structlog
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise
+from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise, unreachable
 from cityedge.drivers.lorawan import crypto, fcnt, join, phy, semtech
+from cityedge.drivers.lorawan.forwarders import DEFAULT_SILENCE_S, SILENT_HINT, ForwarderWatch
 from cityedge.drivers.lorawan.payload import Decoded, decode_payload
 from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, Session, SessionStore
 from cityedge.profiles import FieldMap
@@ -68,6 +69,7 @@ class _Device:
     app_key: bytes | None = None
     join_eui: str | None = None
     relaxed: bool = False
+    down: bool = False  # reported unreachable (forwarders silent) since its last uplink
     stats: dict[str, Any] = field(default_factory=dict)
 
     def count(self, name: str, n: int = 1) -> None:
@@ -135,6 +137,7 @@ class LoRaWANSource(Source):
         self.max_datagram = int(opts.get("max_datagram", semtech.MAX_DATAGRAM))
         self.net_id = int(str(opts.get("net_id", "000000")), 16)
         self.rx1_delay_s = int(opts.get("rx1_delay_s", 1))
+        self._watch = ForwarderWatch(float(opts.get("silence_s", DEFAULT_SILENCE_S)))
         self.store = store
         self.dedupe_s = dedupe_s
         self.duplicate_window_s = duplicate_window_s
@@ -148,7 +151,6 @@ class LoRaWANSource(Source):
             self._devices[config.id] = dev
             self._by_eui[dev.session.dev_eui] = dev
         self._reindex()
-        self._gateways: dict[str, dict[str, Any]] = {}
         self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._recent: OrderedDict[tuple[int, int], tuple[bytes, float]] = OrderedDict()
         self._ready: asyncio.Queue[list[Reading]] = asyncio.Queue(QUEUE_MAX)
@@ -223,12 +225,13 @@ class LoRaWANSource(Source):
     async def run(self, sink: ReadingSink) -> None:
         """Listen until cancelled; reopen the socket with backoff if it is lost."""
         pump = asyncio.create_task(self._pump(sink))
+        watch = asyncio.create_task(self._watch_forwarders())
         try:
             await supervise(self._serve, self._reopen, self._on_lost)
         finally:
             self.connected = False
             try:
-                await cancel_and_wait([pump])
+                await cancel_and_wait([pump, watch])
             finally:
                 self._drop_pending_and_close()
 
@@ -268,6 +271,26 @@ class LoRaWANSource(Source):
         finally:
             transport.close()
             self._transport = None
+
+    async def _watch_forwarders(self) -> None:
+        """Report the bus's devices unreachable once when every forwarder has gone quiet."""
+        self._watch.heard_at = time.monotonic()
+        while True:
+            await asyncio.sleep(self._watch.silence_s / 4)
+            if not self._watch.went_silent():
+                continue
+            self._log.warning(
+                "forwarder_silent", silent_s=round(self._watch.quiet_s()), hint=SILENT_HINT
+            )
+            bad = [
+                r
+                for dev in self._devices.values()
+                for r in unreachable(dev.config.id, dev.config.profile.fields, dev.cell)
+            ]
+            for dev in self._devices.values():
+                dev.down = True
+            if bad:
+                await self._ready.put(bad)
 
     async def _pump(self, sink: ReadingSink) -> None:
         while True:
@@ -329,8 +352,9 @@ class LoRaWANSource(Source):
                 int.from_bytes(data[1:3], "big"), data[4:12].hex().upper(), (), None
             )
             items = raw
-        gw = self._gateways.setdefault(msg.gateway_eui, {"push": 0, "pull": 0, "addr": None})
-        gw["seen"] = time.time()
+        gw, back = self._watch.heard(msg.gateway_eui)
+        if back:
+            self._log.info("forwarder_back", gateway=msg.gateway_eui)
         if isinstance(msg, semtech.PullData):
             self.counters["pull_data"] += 1
             gw["pull"] += 1
@@ -480,6 +504,7 @@ class LoRaWANSource(Source):
         gateway, rx = pending.best()
         self.counters["uplinks"] += 1
         dev.count("frames")
+        dev.down = False
         dev.stats.update(last_rssi=rx.rssi, last_snr=rx.lsnr, last_gateway=gateway)
         if frame.confirmed:
             self._ack(pending, gateway, rx)
@@ -558,7 +583,7 @@ class LoRaWANSource(Source):
     def _downlink(
         self, dev: _Device, gateway: str, rx: semtech.RxPacket, frame: bytes, delay_us: int
     ) -> bool:
-        addr = self._gateways.get(gateway, {}).get("addr")
+        addr = self._watch.gateways.get(gateway, {}).get("addr")
         if addr is None:
             self.reject("no_downlink_path", f"no PULL_DATA from gateway {gateway}", dev)
             return False
@@ -643,7 +668,7 @@ class LoRaWANSource(Source):
             )
             info.update(dev.stats)
             info.update(
-                state="ok" if s.active else "waiting_join",
+                state="unreachable" if dev.down else ("ok" if s.active else "waiting_join"),
                 dev_eui=s.dev_eui,
                 dev_addr=None if s.dev_addr is None else f"{s.dev_addr:08X}",
                 fcnt_up=s.fcnt_up,
@@ -655,10 +680,7 @@ class LoRaWANSource(Source):
             "type": self.bus.type,
             "connected": self.connected,
             **self.counters,
-            "gateways": {
-                eui: {k: v for k, v in g.items() if k != "addr"}
-                for eui, g in self._gateways.items()
-            },
+            **self._watch.status(),
             "state_writes": self.store.writes,
             "state_write_errors": self.store.write_errors,
             "devices": devices,

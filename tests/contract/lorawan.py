@@ -46,7 +46,7 @@ class LoRaWANContractPeer(ContractPeer):
     def __init__(self, state_dir: Path) -> None:
         super().__init__(state_dir)
         self.port = free_udp_port()
-        self.gw = ForwarderEmulator(("127.0.0.1", self.port), GATEWAY)
+        self.gw = ForwarderEmulator(("127.0.0.1", self.port), GATEWAY, keepalive_s=0.2)
         self._fcnt = itertools.count(1)
 
     async def peer(self) -> AsyncIterator[None]:
@@ -63,7 +63,8 @@ class LoRaWANContractPeer(ContractPeer):
                    "nwk_s_key": NWK.hex(), "app_s_key": APP.hex()}  # fmt: skip
         dev = DeviceConfig(id=self.device, bus="lora", profile_name="cayenne/generic",
                            profile=profile, options=options)  # fmt: skip
-        return build_source(bus_config(self.port), [dev], context(self.state_dir, synced=False))
+        bus = bus_config(self.port, silence_s=1.0)  # the forwarder's silence, noticed quickly
+        return build_source(bus, [dev], context(self.state_dir, synced=False))
 
     def _uplink(self, nwk_s_key: bytes) -> None:
         fcnt = next(self._fcnt)
@@ -82,7 +83,12 @@ class LoRaWANContractPeer(ContractPeer):
     async def cut(self) -> None:
         await self.gw.stop()
 
+    def loss_seen(self, sink: Collector, source: Source) -> bool:
+        """UDP has no connection: the bus notices a forwarder by its silence."""
+        silent = source.status()["forwarders"] == "silent"
+        return silent and any(r.reason == "unreachable" for r in sink.of(self.device, False))
+
     async def restore(self) -> None:
-        self.gw = ForwarderEmulator(("127.0.0.1", self.port), GATEWAY)
+        self.gw = ForwarderEmulator(("127.0.0.1", self.port), GATEWAY, keepalive_s=0.2)
         await self.gw.start(wait_s=2.0)
         assert self.gw.pull_acks, "the driver did not answer the new forwarder's PULL_DATA"
