@@ -7,6 +7,7 @@ import base64
 import json
 import math
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from cityedge.config.profile_loader import load_profile
 from cityedge.drivers.base import DecodeError
-from cityedge.drivers.lorawan import join, phy, semtech
+from cityedge.drivers.lorawan import join, mac, phy, semtech
 from cityedge.drivers.lorawan.driver import LoRaWANSource
 from cityedge.drivers.lorawan.payload import decode_payload
 from cityedge.profiles import FieldMap
@@ -416,3 +417,25 @@ async def test_a_silent_forwarder_is_noticed_and_its_return_too(tmp_path: Path) 
             gw.send_uplink("26011B01", 1, 2, bytes.fromhex("CBF60B0D0376010ADD7FFF"), NWK, APP)
             await until(lambda: len(sink.readings) > len(bad), 5.0)
         assert source.status()["devices"]["lht"]["state"] == "ok"
+
+
+@async_test
+async def test_link_check_and_device_time_requests_are_answered_in_rx1(tmp_path: Path) -> None:
+    """MAC requests in FOpts get one RX1 downlink with LinkCheckAns and DeviceTimeAns,
+    and the confirmed uplink's ACK rides on it."""
+    dev = abp_device("lht", load_profile(PROFILES, "dragino/lht65"), "26011B01")
+    async with rig(tmp_path, [dev]) as r:
+        before = datetime.now(UTC)
+        r.gw.send_uplink("26011B01", 1, 2, bytes.fromhex("CBF60B0D0376010ADD7FFF"), NWK, APP,
+                         snr=-4.0, confirmed=True, fopts=bytes((0x02, 0x0D)))  # fmt: skip
+        down = await r.gw.next_downlink()
+        await r.readings(1)
+    frame = phy.parse_phy(base64.b64decode(down.txpk["data"]))
+    assert isinstance(frame, phy.DataFrame) and frame.ack and not frame.uplink
+    assert down.txpk["tmst"] > 0
+    link, when = phy.parse_mac_commands(frame.fopts, uplink=False).commands
+    assert link.name == "LinkCheckAns" and link.payload == bytes((3, 1))  # -4 dB - (-7.5 dB)
+    assert when.name == "DeviceTimeAns"
+    seconds, _fraction = mac.gps_time(before)
+    assert 0 <= int.from_bytes(when.payload[:4], "little") - seconds <= 2
+    assert r.source.status()["devices"]["lht"]["mac_answers"] == 1

@@ -43,7 +43,7 @@ import structlog
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise, unreachable
-from cityedge.drivers.lorawan import crypto, fcnt, join, phy, semtech
+from cityedge.drivers.lorawan import crypto, fcnt, join, mac, phy, semtech
 from cityedge.drivers.lorawan.forwarders import DEFAULT_SILENCE_S, SILENT_HINT, ForwarderWatch
 from cityedge.drivers.lorawan.payload import Decoded, decode_payload
 from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, Session, SessionStore
@@ -506,17 +506,20 @@ class LoRaWANSource(Source):
         dev.count("frames")
         dev.down = False
         dev.stats.update(last_rssi=rx.rssi, last_snr=rx.lsnr, last_gateway=gateway)
-        if frame.confirmed:
-            self._ack(pending, gateway, rx)
-        if frame.fport is None:
-            return
-        assert s.nwk_s_key is not None and s.app_s_key is not None
-        key = s.nwk_s_key if frame.fport == 0 else s.app_s_key
-        plain = crypto.crypt_frm_payload(
-            key, frame.dev_addr, pending.fcnt32, True, frame.frm_payload
-        )
+        macs = list(frame.mac_commands().commands)
+        plain = b""
+        if frame.fport is not None:
+            assert s.nwk_s_key is not None and s.app_s_key is not None
+            key = s.nwk_s_key if frame.fport == 0 else s.app_s_key
+            plain = crypto.crypt_frm_payload(
+                key, frame.dev_addr, pending.fcnt32, True, frame.frm_payload
+            )
         if frame.fport == 0:
-            self._count_macs(dev, phy.parse_mac_commands(plain, True))
+            in_payload = phy.parse_mac_commands(plain, True)
+            self._count_macs(dev, in_payload)
+            macs += in_payload.commands
+        self._reply(pending, frame, macs, gateway, rx)
+        if frame.fport in (None, 0):
             return
         try:
             decoded = decode_payload(dev.config.profile.codec, frame.fport, plain)
@@ -570,15 +573,38 @@ class LoRaWANSource(Source):
             out.append(Reading(value=_scaled(fm, decoded.values[key]), **common))
         return out
 
-    def _ack(self, pending: _Pending, gateway: str, rx: semtech.RxPacket) -> None:
-        s = pending.device.session
-        assert s.nwk_s_key is not None and s.app_s_key is not None and s.dev_addr is not None
-        frame = phy.build_data_downlink(
-            s.dev_addr, s.fcnt_down, None, b"", s.nwk_s_key, s.app_s_key, ack=True
+    def _reply(
+        self,
+        pending: _Pending,
+        frame: phy.DataFrame,
+        macs: list[phy.MacCommand],
+        gateway: str,
+        rx: semtech.RxPacket,
+    ) -> None:
+        """One RX1 downlink carrying the ACK of a confirmed uplink and MAC answers, if any."""
+        dev, s = pending.device, pending.device.session
+        fopts, skipped = mac.answers(
+            macs,
+            snr=rx.lsnr,
+            datr=rx.datr,
+            gateways=len({g for g, _ in pending.copies}),
+            received=pending.received,
+            clock_ok=self._clock_ok is None or self._clock_ok(),
         )
-        if self._downlink(pending.device, gateway, rx, frame, self.rx1_delay_s * 1_000_000):
+        for reason in skipped:
+            self.reject(reason, "DeviceTimeReq left unanswered", dev)
+        if not fopts and not frame.confirmed:
+            return
+        assert s.nwk_s_key is not None and s.app_s_key is not None and s.dev_addr is not None
+        down = phy.build_data_downlink(
+            s.dev_addr, s.fcnt_down, None, b"", s.nwk_s_key, s.app_s_key,
+            fopts=fopts, ack=frame.confirmed,
+        )  # fmt: skip
+        if self._downlink(dev, gateway, rx, down, self.rx1_delay_s * 1_000_000):
             s.fcnt_down += 1
             self.store.save(s)
+            if fopts:
+                dev.count("mac_answers")
 
     def _downlink(
         self, dev: _Device, gateway: str, rx: semtech.RxPacket, frame: bytes, delay_us: int
