@@ -419,6 +419,7 @@ class Agent:
                 "accepted": self.writer.accepted,
                 "refused": self.writer.refused,
                 "queued": self.writer.depth(),
+                "waits": self.writer.waits,  # submits that waited for a full queue
             },
             "outbox": self.outbox.stats(),
             "uplink": {

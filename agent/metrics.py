@@ -157,6 +157,10 @@ def _writer_outbox(s: Snapshot) -> Iterable[Family]:
     refused.add(w.get("refused"))
     queued = Family("cityedge_writer_queue_depth", "gauge", "Readings waiting to be committed.")
     queued.add(w.get("queued"))
+    waits = Family(
+        "cityedge_writer_waits_total", "counter", "Submits that waited for a full writer queue."
+    )
+    waits.add(w.get("waits"))
     depth = Family("cityedge_outbox_readings", "gauge", "Readings waiting in the outbox.")
     size = Family("cityedge_outbox_bytes", "gauge", "Bytes of readings waiting in the outbox.")
     for cls, v in sorted(_dict(ob.get("by_priority")).items()):
@@ -174,7 +178,7 @@ def _writer_outbox(s: Snapshot) -> Iterable[Family]:
         "cityedge_outbox_rejected_disk_full_total", "counter", "Readings refused: disk full."
     )
     full.add(counters.get("rejected_disk_full", 0))
-    return [accepted, refused, queued, depth, size, bound, drops, full]
+    return [accepted, refused, queued, waits, depth, size, bound, drops, full]
 
 
 def _uplink(s: Snapshot) -> Iterable[Family]:

@@ -56,7 +56,7 @@ SNAPSHOT: dict[str, Any] = {
     "version": "0.1.0",
     "uptime_s": 3600.5,
     "clock": {"ok": False, "source": "none"},
-    "writer": {"accepted": 1200, "refused": 0, "queued": 3},
+    "writer": {"accepted": 1200, "refused": 0, "queued": 3, "waits": 5},
     "outbox": {
         "readings_waiting": 40,
         "bytes_waiting": 4096,
@@ -124,6 +124,7 @@ def test_render_is_strict_text_format() -> None:
     assert s[("cityedge_anomalies_total", "")] == 7
     assert s[("cityedge_signer_latency_seconds_count", "")] == 50
     assert s[("cityedge_clock_synchronized", "")] == 0
+    assert s[("cityedge_writer_waits_total", "")] == 5
 
 
 def test_label_values_are_escaped() -> None:

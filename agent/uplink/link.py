@@ -126,6 +126,10 @@ class Link:
         else:
             self._set_lost(f"refused: {reason}")
 
+    def mark_lost(self, reason: str) -> None:
+        """End this connection (the sender's word: the broker refused a batch)."""
+        self._set_lost(reason)
+
     def _set_lost(self, reason: str) -> None:
         if not self.lost.is_set():
             self.error = reason

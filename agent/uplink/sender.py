@@ -152,7 +152,7 @@ class Sender:
             self.stats.batches_nacked += 1
             log.warning("batch_refused", batch=batch.id)
             if self._link is not None:
-                self._link._set_lost("publish_refused")
+                self._link.mark_lost("publish_refused")
             return
         self.stats.batches_acked += 1
         self.stats.readings_acked += batch.count
