@@ -1,15 +1,16 @@
 """Simulated BLE sensor tags replayed through bleak's own scanner, for the demo.
 
-:class:`ReplayScanner` is bleak's BlueZ scanner backend
+:class:`FakeBlueZScanner` is bleak's BlueZ scanner backend
 (``BleakScannerBlueZDBus``) with only its D-Bus part replaced: ``start`` and
-``stop`` register with a :class:`BleSim` instead of calling BlueZ, and each
+``stop`` register with an :class:`Air` instead of calling BlueZ, and each
 advert is handed to bleak's own ``_handle_advertising_data`` as the
 ``org.bluez.Device1`` properties BlueZ would send. Bleak builds the real
 ``AdvertisementData`` and ``BLEDevice`` and calls the real detection
-callback. :meth:`BleSim.factory` is the BLE driver's production
+callback. :meth:`Air.factory` is the BLE driver's production
 :func:`~cityedge.drivers.ble.scanner.bleak_scanner` with bleak's
 ``backend=`` argument pointing here, so everything from ``BleakScanner``
-up is the code that runs on a gateway.
+up is the code that runs on a gateway. The demo and the tests share it (the
+tests add faults with :meth:`Air.refuse`).
 
 Tags (:class:`SimTag`) advertise on their own interval with values that
 move: a RuuviTag (RAWv2, data format 5) and BTHome v2 sensors, plain or
@@ -100,18 +101,96 @@ class SimTag:
         return {bthome.SERVICE_UUID: sealed}, {}
 
 
+class Air:
+    """The radio space: fake BlueZ scanners listen, adverts are delivered to them.
+
+    ``refuse`` makes the next starts in a mode fail (an adapter that is gone, a
+    BlueZ without passive scanning), so tests can drive the driver's fault paths
+    through the same code the demo uses.
+    """
+
+    def __init__(self) -> None:
+        self.scanners: list[FakeBlueZScanner] = []
+        self.starts: list[tuple[str, str | None, Any]] = []  # (mode, adapter, or_patterns)
+        self.fail: dict[str, list[BaseException]] = {"passive": [], "active": []}
+
+    def factory(self) -> ScannerFactory:
+        """The scanner factory to give the BLE driver (``build_source(scanner_factory=)``)."""
+        return functools.partial(bleak_scanner, backend=FakeBlueZScanner, air=self)
+
+    def refuse(self, mode: Mode, *errors: BaseException) -> None:
+        """The next starts in ``mode`` raise these, in order."""
+        self.fail[mode].extend(errors)
+
+    def advertise(
+        self,
+        mac: str,
+        *,
+        service_data: dict[str, bytes] | None = None,
+        manufacturer_data: dict[int, bytes] | None = None,
+        rssi: int = -60,
+        name: str | None = None,
+    ) -> int:
+        """Hand one advert to every listening scanner as BlueZ would; returns how many."""
+        for scanner in list(self.scanners):
+            adapter = scanner._adapter or "hci0"
+            path = f"/org/bluez/{adapter}/dev_{mac.replace(':', '_')}"
+            props: dict[str, Any] = {
+                "Address": mac,
+                "AddressType": "public",
+                "Alias": name or mac.replace(":", "-"),
+                "RSSI": rssi,
+                "UUIDs": list((service_data or {}).keys()),
+                "ServiceData": dict(service_data or {}),
+                "ManufacturerData": dict(manufacturer_data or {}),
+            }
+            if name is not None:
+                props["Name"] = name
+            scanner._handle_advertising_data(path, props)  # type: ignore[arg-type]
+        return len(self.scanners)
+
+
+class FakeBlueZScanner(BleakScannerBlueZDBus):
+    """bleak's BlueZ scanner, listening to an :class:`Air` instead of D-Bus."""
+
+    def __init__(
+        self,
+        detection_callback: AdvertisementDataCallback | None,
+        service_uuids: list[str] | None,
+        scanning_mode: Mode,
+        *,
+        bluez: BlueZScannerArgs,
+        air: Air,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(detection_callback, service_uuids, scanning_mode, bluez=bluez, **kwargs)
+        self._air = air
+
+    async def start(self) -> None:
+        self._air.starts.append((self._scanning_mode, self._adapter, self._or_patterns))
+        errors = self._air.fail[self._scanning_mode]
+        if errors:
+            raise errors.pop(0)
+        self.seen_devices = {}
+        self._air.scanners.append(self)
+
+    async def stop(self) -> None:
+        if self in self._air.scanners:
+            self._air.scanners.remove(self)
+
+
 class BleSim:
-    """The radio space: replay scanners listen, tags advertise into it."""
+    """Simulated tags advertising into an :class:`Air` on their own intervals (the demo)."""
 
     def __init__(self, tags: list[SimTag]) -> None:
         self.tags = tags
-        self.scanners: list[ReplayScanner] = []
+        self.air = Air()
         self.adverts = 0
         self._task: asyncio.Task[None] | None = None
 
     def factory(self) -> ScannerFactory:
         """The scanner factory to give the BLE driver (``build_source(scanner_factory=)``)."""
-        return functools.partial(bleak_scanner, backend=ReplayScanner, sim=self)
+        return self.air.factory()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ble-sim")
@@ -132,53 +211,8 @@ class BleSim:
                     due[tag.mac] = now + tag.every_s
                     service, manufacturer = tag.advert(now - t0)
                     rssi = tag.rssi + tag.rng.randint(-4, 4)
-                    self.advertise(tag.mac, service, manufacturer, rssi, tag.name)
+                    self.adverts += self.air.advertise(
+                        tag.mac, service_data=service, manufacturer_data=manufacturer,
+                        rssi=rssi, name=tag.name,
+                    )  # fmt: skip
             await asyncio.sleep(0.1)
-
-    def advertise(
-        self, mac: str, service_data: dict[str, bytes], manufacturer_data: dict[int, bytes],
-        rssi: int = -60, name: str | None = None,
-    ) -> int:  # fmt: skip
-        """Hand one advert to every listening scanner as BlueZ would; returns how many."""
-        for scanner in list(self.scanners):
-            adapter = scanner._adapter or "hci0"
-            path = f"/org/bluez/{adapter}/dev_{mac.replace(':', '_')}"
-            props: dict[str, Any] = {
-                "Address": mac,
-                "AddressType": "public",
-                "Alias": name or mac.replace(":", "-"),
-                "RSSI": rssi,
-                "UUIDs": list(service_data),
-                "ServiceData": dict(service_data),
-                "ManufacturerData": dict(manufacturer_data),
-            }
-            if name is not None:
-                props["Name"] = name
-            scanner._handle_advertising_data(path, props)  # type: ignore[arg-type]
-            self.adverts += 1
-        return len(self.scanners)
-
-
-class ReplayScanner(BleakScannerBlueZDBus):
-    """bleak's BlueZ scanner, listening to a :class:`BleSim` instead of D-Bus."""
-
-    def __init__(
-        self,
-        detection_callback: AdvertisementDataCallback | None,
-        service_uuids: list[str] | None,
-        scanning_mode: Mode,
-        *,
-        bluez: BlueZScannerArgs,
-        sim: BleSim,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(detection_callback, service_uuids, scanning_mode, bluez=bluez, **kwargs)
-        self._sim = sim
-
-    async def start(self) -> None:
-        self.seen_devices = {}
-        self._sim.scanners.append(self)
-
-    async def stop(self) -> None:
-        if self in self._sim.scanners:
-            self._sim.scanners.remove(self)

@@ -2,7 +2,7 @@
 
 The source is built by ``build_source`` with the test's scanner factory
 (the production ``bleak_scanner`` with bleak's ``backend=`` pointing at
-:class:`~tests.peers.ble.FakeBlueZScanner`), so bleak's own BlueZ advert
+:class:`~cityedge.sim.ble_sim.FakeBlueZScanner`), so bleak's own BlueZ advert
 handling and the real detection callback run. The peer advertises a Shelly
 BLU H&T (shipped profile ``shelly/blu-ht``, BTHome v2, a new packet id each
 time). Device fault: a truncated BTHome advert, a counted ``truncated``
