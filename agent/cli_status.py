@@ -20,7 +20,9 @@ from cityedge.cli_util import print_json as _print_json
 from cityedge.errors import EXIT_FAILURE, EXIT_OK
 
 # Per-source keys worth a mention on the bus line, in this order.
-BUS_EXTRAS = ("endpoint", "security", "mode", "port", "adapter", "scan_mode_in_use", "queued")
+BUS_EXTRAS = (
+    "endpoint", "security", "mode", "port", "forwarders", "adapter", "scan_mode_in_use", "queued",
+)  # fmt: skip
 # Per-device keys worth a mention, with their label.
 DEVICE_EXTRAS = (
     ("unit_id", "unit"),

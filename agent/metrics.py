@@ -42,6 +42,10 @@ SnapshotFn = Callable[[], Snapshot | Awaitable[Snapshot]]
 # -- the text format ------------------------------------------------------
 
 
+# Device states in source status that mean no data is coming (every driver's word for it).
+DOWN_STATES = frozenset({"down", "unreachable", "silent", "no_adapter"})
+
+
 def escape_label(value: str) -> str:
     """A label value as the format wants it: backslash, quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -136,7 +140,7 @@ def _devices(s: Snapshot) -> Iterable[Family]:
             for reason, n in sorted(_dict(ds.get("errors")).items()):
                 errors.add(n, bus=bus, device=dev, reason=reason)
             if "state" in ds:
-                up.add(ds["state"] != "down", bus=bus, device=dev)
+                up.add(ds["state"] not in DOWN_STATES, bus=bus, device=dev)
             skipped.add(ds.get("skipped_slots"), bus=bus, device=dev)
             count = _number(ds.get("polls"))
             total = _number(ds.get("latency_sum_s"))

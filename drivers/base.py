@@ -38,12 +38,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from types import TracebackType
 from typing import Generic, NoReturn, Self, TypeVar
 
+import structlog
+
 from cityedge.backoff import Backoff
 from cityedge.profiles import FieldMap
 from cityedge.readings import Quality, Reading, utc_now
 
 DeviceT = TypeVar("DeviceT")
 RequestT = TypeVar("RequestT")
+
+_log = structlog.get_logger()
 
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[None]]
 """Where a source hands its readings: awaits until they are queued."""
@@ -136,7 +140,10 @@ async def supervise(
         reason = await session()
         if reason is None:
             continue
-        await lost(reason)
+        try:
+            await lost(reason)
+        except Exception:  # reporting failed (a full disk under the sink): reconnect anyway
+            _log.exception("loss_report_failed", reason=reason)
         await asyncio.sleep(backoff.next_delay())
 
 

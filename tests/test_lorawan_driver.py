@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import math
+import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -439,3 +440,22 @@ async def test_link_check_and_device_time_requests_are_answered_in_rx1(tmp_path:
     seconds, _fraction = mac.gps_time(before)
     assert 0 <= int.from_bytes(when.payload[:4], "little") - seconds <= 2
     assert r.source.status()["devices"]["lht"]["mac_answers"] == 1
+
+
+@async_test
+async def test_a_listener_that_cannot_open_is_not_called_forwarder_silence(
+    tmp_path: Path,
+) -> None:
+    """Our own socket down (the port taken) is not the forwarder's silence."""
+    dev = abp_device("lht", load_profile(PROFILES, "dragino/lht65"), "26011B01")
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        taken.bind(("127.0.0.1", 0))
+        source = make_source(tmp_path, [dev], taken.getsockname()[1], silence_s=1.0)
+        sink = Collector()
+        async with running(source, sink):
+            await asyncio.sleep(2.0)
+            assert not source.connected
+            assert source.status()["forwarders"] == "waiting" and not sink.readings
+    finally:
+        taken.close()

@@ -61,6 +61,19 @@ def test_device_time_is_not_answered_while_the_clock_is_unsynced() -> None:
     assert fopts == b"" and skipped == ["device_time_clock_unsynced"]
 
 
+def test_the_gateways_gps_time_is_used_when_it_has_one() -> None:
+    """rxpk tmms (ms since the GPS epoch) is the best reception time: used even while
+    this box's clock is unsynced."""
+    fopts, skipped = mac.answers(
+        [phy.MacCommand("DeviceTimeReq", b"")],
+        snr=1.0, datr="SF9BW125", gateways=1, received=RECEIVED, clock_ok=False,
+        gps_ms=1261872018_500,
+    )  # fmt: skip
+    assert skipped == []
+    (ans,) = phy.parse_mac_commands(fopts, uplink=False).commands
+    assert int.from_bytes(ans.payload[:4], "little") == 1261872018 and ans.payload[4] == 128
+
+
 @given(
     snr=st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=32)),
     datr=st.one_of(st.text(max_size=12), st.integers()),

@@ -97,7 +97,15 @@ SNAPSHOT: dict[str, Any] = {
                     "skipped_slots": 0,
                 },
             },
-        }
+        },
+        "lorawan:lora": {
+            "bus": "lora",
+            "connected": True,
+            "devices": {
+                "lht-1": {"state": "unreachable"},  # every forwarder silent
+                "lht-2": {"state": "waiting_join"},
+            },
+        },
     },
     "alerts": {"raised": {"blue": 4, "yellow": 1, "red": 0}, "active": {"yellow": 1}},
     "anomaly": {"scored": 5000, "anomalies": 7},
@@ -112,6 +120,8 @@ def test_render_is_strict_text_format() -> None:
     key = ("cityedge_device_errors_total", 'bus="field",device="meter-1",reason="timeout"')
     assert s[key] == 3
     assert s[("cityedge_device_up", 'bus="field",device="pump-2"')] == 0
+    assert s[("cityedge_device_up", 'bus="lora",device="lht-1"')] == 0
+    assert s[("cityedge_device_up", 'bus="lora",device="lht-2"')] == 1
     lat = 'bus="field",device="meter-1"'
     assert math.isclose(s[("cityedge_device_poll_latency_seconds_sum", lat)], 1.25)
     assert s[("cityedge_device_poll_latency_seconds_count", lat)] == 100

@@ -38,6 +38,29 @@ async def test_losses_are_reported_and_backed_off_restarts_are_immediate() -> No
     assert task.cancelled()
 
 
+async def test_a_failing_loss_report_does_not_end_the_reconnects() -> None:
+    """lost() raising (a full disk under the sink) is logged; the sessions go on."""
+    calls = 0
+    done = asyncio.Event()
+
+    async def session() -> str | None:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            done.set()
+            await asyncio.sleep(10)
+        return "lost"
+
+    async def lost(reason: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    task = asyncio.create_task(supervise(session, Backoff(base_s=0.01, cap_s=0.02), lost))
+    await asyncio.wait_for(done.wait(), 2.0)
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_reset_backoff_starts_short_again() -> None:
     """A session that came up resets the backoff: the next loss waits from the base again."""
     backoff = Backoff(base_s=0.01, cap_s=10.0)

@@ -217,6 +217,7 @@ class ChirpStackSource(Source):
         try:
             await supervise(self._session, self._reopen, self._on_lost)
         finally:
+            self._sink = None
             self.connected = False
             await cancel_and_wait([pump])
 
@@ -298,7 +299,8 @@ class ChirpStackSource(Source):
             self._reject("no_object", "no decoded object (is a codec set in ChirpStack?)", dev)
             return []
         dev.stats["frames"] += 1
-        dev.down = False
+        if self.connected:  # not an uplink queued before the broker went
+            dev.down = False
         return self._readings(dev, obj, event)
 
     def _readings(self, dev: _Device, obj: dict[str, Any], event: dict[str, Any]) -> list[Reading]:

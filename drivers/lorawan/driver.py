@@ -262,6 +262,7 @@ class LoRaWANSource(Source):
             return str(exc)
         self._transport = transport
         self.connected = True
+        self._watch.heard_at = time.monotonic()  # silence is counted from here
         self._reopen.reset()
         self._log.info(
             "listener_opened", bind=self.bind, port=self.port, devices=len(self._devices)
@@ -277,7 +278,9 @@ class LoRaWANSource(Source):
         self._watch.heard_at = time.monotonic()
         while True:
             await asyncio.sleep(self._watch.silence_s / 4)
-            if not self._watch.went_silent():
+            # Judged only while listening: a socket of ours that is down is not the
+            # forwarder's silence (listener_open_failed says what it is).
+            if not self.connected or not self._watch.went_silent():
                 continue
             self._log.warning(
                 "forwarder_silent", silent_s=round(self._watch.quiet_s()), hint=SILENT_HINT
@@ -285,6 +288,7 @@ class LoRaWANSource(Source):
             bad = [
                 r
                 for dev in self._devices.values()
+                if not dev.down
                 for r in unreachable(dev.config.id, dev.config.profile.fields, dev.cell)
             ]
             for dev in self._devices.values():
@@ -589,10 +593,11 @@ class LoRaWANSource(Source):
             datr=rx.datr,
             gateways=len({g for g, _ in pending.copies}),
             received=pending.received,
+            gps_ms=rx.tmms,
             clock_ok=self._clock_ok is None or self._clock_ok(),
         )
-        for reason in skipped:
-            self.reject(reason, "DeviceTimeReq left unanswered", dev)
+        for reason in skipped:  # the frame itself was fine: a count, not a rejection
+            dev.count(reason)
         if not fopts and not frame.confirmed:
             return
         assert s.nwk_s_key is not None and s.app_s_key is not None and s.dev_addr is not None

@@ -9,8 +9,9 @@ Two requests come from devices themselves (LoRaWAN 1.0.x, section 5):
 * ``DeviceTimeReq`` (CID 0x0D, 1.0.3): answered by ``DeviceTimeAns``: the time
   the uplink was received, as seconds since the GPS epoch (1980-01-06, GPS
   time: UTC plus the leap seconds since) in 4 bytes little-endian, then the
-  fraction of a second in 1/256 steps. Answered only while the gateway's own
-  clock is good: a wrong time sent to a device is worse than none.
+  fraction of a second in 1/256 steps. The concentrator's own GPS time of
+  reception (``tmms``) when it has one; else this box's clock, and only while
+  that is synchronised: a wrong time sent to a device is worse than none.
 
 Pure functions: no I/O, so every rule here is tested directly.
 """
@@ -53,9 +54,13 @@ def gps_time(at: datetime) -> tuple[int, int]:
     return whole % 2**32, min(255, int((since - whole) * 256))
 
 
-def device_time_ans(at: datetime) -> bytes:
-    seconds, fraction = gps_time(at)
+def device_time_ans(seconds: int, fraction: int) -> bytes:
     return bytes((DEVICE_TIME_ANS,)) + seconds.to_bytes(4, "little") + bytes((fraction,))
+
+
+def gps_ms_time(gps_ms: int) -> tuple[int, int]:
+    """(seconds modulo 2**32, 1/256 fraction) of a gateway's GPS time in ms (rxpk ``tmms``)."""
+    return (gps_ms // 1000) % 2**32, (gps_ms % 1000) * 256 // 1000
 
 
 def answers(
@@ -66,6 +71,7 @@ def answers(
     gateways: int,
     received: datetime,
     clock_ok: bool,
+    gps_ms: int | None = None,
 ) -> tuple[bytes, list[str]]:
     """FOpts answering the requests among ``commands``, and what went unanswered (why).
 
@@ -78,8 +84,10 @@ def answers(
     if "LinkCheckReq" in names:
         out += link_check_ans(snr, datr, gateways)
     if "DeviceTimeReq" in names:
-        if clock_ok:
-            out += device_time_ans(received)
+        if gps_ms is not None and gps_ms >= 0:  # the gateway's GPS time of reception: best
+            out += device_time_ans(*gps_ms_time(gps_ms))
+        elif clock_ok:
+            out += device_time_ans(*gps_time(received))
         else:
             skipped.append("device_time_clock_unsynced")
     assert len(out) <= FOPTS_MAX  # 3 + 6 bytes at most
