@@ -34,8 +34,6 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -44,10 +42,10 @@ from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise, unreachable
 from cityedge.drivers.lorawan import crypto, fcnt, join, mac, phy, semtech
+from cityedge.drivers.lorawan.devices import Device, Pending, make_device, scaled
 from cityedge.drivers.lorawan.forwarders import DEFAULT_SILENCE_S, SILENT_HINT, ForwarderWatch
 from cityedge.drivers.lorawan.payload import Decoded, decode_payload
-from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, Session, SessionStore
-from cityedge.profiles import FieldMap
+from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, SessionStore
 from cityedge.readings import Quality, Reading, utc_now
 from cityedge.sources import SourceContext
 from cityedge.tasks import cancel_and_wait
@@ -57,45 +55,6 @@ RECENT_MAX = 4096  # accepted (DevAddr, FCnt) kept to tell a late copy from a re
 JOIN_DELAY_US = 5_000_000
 LOG_EVERY_S = 1.0  # one log line per rejection reason per second at most
 Addr = tuple[Any, ...]
-
-
-@dataclass(eq=False)
-class _Device:
-    config: DeviceConfig
-    session: Session
-    cell: str
-    fields: dict[str, FieldMap]
-    log: Any
-    app_key: bytes | None = None
-    join_eui: str | None = None
-    relaxed: bool = False
-    down: bool = False  # reported unreachable (forwarders silent) since its last uplink
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.stats[name] = self.stats.get(name, 0) + n
-
-    def error(self, reason: str, detail: str = "") -> None:
-        self.count("errors_total")
-        errors = self.stats.setdefault("errors", {})
-        errors[reason] = errors.get(reason, 0) + 1
-        self.stats["last_error"] = f"{reason}: {detail}" if detail else reason
-
-
-@dataclass(eq=False)
-class _Pending:
-    """An accepted uplink or join whose copies from other gateways are being gathered."""
-
-    device: _Device
-    frame: phy.DataFrame | phy.JoinRequest
-    phy: bytes
-    fcnt32: int
-    received: datetime
-    copies: list[tuple[str, semtech.RxPacket]]
-    handle: asyncio.TimerHandle | None = None
-
-    def best(self) -> tuple[str, semtech.RxPacket]:
-        return max(self.copies, key=lambda c: (c[1].rssi, c[1].lsnr or -99.0))
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -143,15 +102,15 @@ class LoRaWANSource(Source):
         self.duplicate_window_s = duplicate_window_s
         self._clock_ok = clock_ok
         self._log = structlog.get_logger().bind(bus=bus.name, driver="lorawan")
-        self._devices: dict[str, _Device] = {}
-        self._by_eui: dict[str, _Device] = {}
-        self._by_addr: dict[int, list[_Device]] = {}
+        self._devices: dict[str, Device] = {}
+        self._by_eui: dict[str, Device] = {}
+        self._by_addr: dict[int, list[Device]] = {}
         for config, cell in devices:
             dev = self._device(config, cell)
             self._devices[config.id] = dev
             self._by_eui[dev.session.dev_eui] = dev
         self._reindex()
-        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        self._pending: dict[tuple[str, int, int], Pending] = {}
         self._recent: OrderedDict[tuple[int, int], tuple[bytes, float]] = OrderedDict()
         self._ready: asyncio.Queue[list[Reading]] = asyncio.Queue(QUEUE_MAX)
         self._transport: asyncio.DatagramTransport | None = None
@@ -177,42 +136,10 @@ class LoRaWANSource(Source):
 
     # -- setup -------------------------------------------------------------
 
-    def _device(self, config: DeviceConfig, cell: str) -> _Device:
-        o = config.options
-        dev_eui = str(o["dev_eui"]).lower()
+    def _device(self, config: DeviceConfig, cell: str) -> Device:
+        dev_eui = str(config.options["dev_eui"]).lower()
         log = self._log.bind(device=config.id, dev_eui=dev_eui)
-        saved = self.store.load(dev_eui)
-        otaa = o.get("activation", "abp") == "otaa"
-        if otaa:
-            session = saved if saved is not None and saved.joined else Session(dev_eui)
-            if saved is not None and not saved.joined:
-                session.dev_nonces = saved.dev_nonces
-        else:
-            session = Session(
-                dev_eui,
-                dev_addr=int(o["dev_addr"], 16),
-                nwk_s_key=bytes.fromhex(o["nwk_s_key"]),
-                app_s_key=bytes.fromhex(o["app_s_key"]),
-            )
-            same = saved is not None and (saved.dev_addr, saved.nwk_s_key, saved.app_s_key) == (
-                session.dev_addr,
-                session.nwk_s_key,
-                session.app_s_key,
-            )
-            if saved is not None and same:
-                session.fcnt_up, session.fcnt_down = saved.fcnt_up, saved.fcnt_down
-            elif saved is not None:
-                log.info("session_reprovisioned", dev_addr=f"{session.dev_addr:08X}")
-        return _Device(
-            config=config,
-            session=session,
-            cell=cell,
-            fields=config.profile.field_by_key(),
-            log=log,
-            app_key=bytes.fromhex(o["app_key"]) if otaa and o.get("app_key") else None,
-            join_eui=str(o["join_eui"]).upper() if o.get("join_eui") else None,
-            relaxed=bool(o.get("relaxed_fcnt", False)),
-        )
+        return make_device(config, cell, self.store.load(dev_eui), log)
 
     def _reindex(self) -> None:
         self._by_addr = {}
@@ -308,7 +235,7 @@ class LoRaWANSource(Source):
     def _count(self, name: str, n: int = 1) -> None:
         self.rejected[name] = self.rejected.get(name, 0) + n
 
-    def reject(self, reason: str, detail: str = "", dev: _Device | None = None, **kw: Any) -> None:
+    def reject(self, reason: str, detail: str = "", dev: Device | None = None, **kw: Any) -> None:
         """Count and log one rejected input."""
         self._count(reason)
         if dev is not None:
@@ -399,7 +326,7 @@ class LoRaWANSource(Source):
 
     # -- uplinks -----------------------------------------------------------
 
-    def _verify(self, frame: phy.DataFrame) -> tuple[_Device, int, bool] | None:
+    def _verify(self, frame: phy.DataFrame) -> tuple[Device, int, bool] | None:
         """The device whose NwkSKey signs the frame, the 32-bit FCnt, and a counter reset."""
         for dev in self._by_addr.get(frame.dev_addr, ()):
             s = dev.session
@@ -459,7 +386,7 @@ class LoRaWANSource(Source):
         self.store.save(dev.session)
         self._remember(frame.dev_addr, fcnt32, rx.data)
         self._count_macs(dev, frame.mac_commands())
-        self._hold(key, _Pending(dev, frame, rx.data, fcnt32, utc_now(), [(gateway, rx)]))
+        self._hold(key, Pending(dev, frame, rx.data, fcnt32, utc_now(), [(gateway, rx)]))
 
     def _is_copy(self, dev_addr: int, fcnt32: int, data: bytes) -> bool:
         """The same bytes as a frame accepted less than ``duplicate_window_s`` ago."""
@@ -475,14 +402,14 @@ class LoRaWANSource(Source):
         while len(self._recent) > RECENT_MAX:
             self._recent.popitem(last=False)
 
-    def _count_macs(self, dev: _Device, macs: phy.MacCommands) -> None:
+    def _count_macs(self, dev: Device, macs: phy.MacCommands) -> None:
         counts = dev.stats.setdefault("mac_commands", {})
         for cmd in macs.commands:
             counts[cmd.name] = counts.get(cmd.name, 0) + 1
         if macs.unparsed:
             dev.count("mac_unparsed_bytes", macs.unparsed)
 
-    def _hold(self, key: tuple[str, int, int], pending: _Pending) -> None:
+    def _hold(self, key: tuple[str, int, int], pending: Pending) -> None:
         self._pending[key] = pending
         if self.dedupe_s <= 0:
             self._release(key)
@@ -503,7 +430,7 @@ class LoRaWANSource(Source):
             self._log.exception("release_failed")
             self.reject("internal_error", repr(exc), pending.device)
 
-    def _deliver(self, pending: _Pending, frame: phy.DataFrame) -> None:
+    def _deliver(self, pending: Pending, frame: phy.DataFrame) -> None:
         dev, s = pending.device, pending.device.session
         gateway, rx = pending.best()
         self.counters["uplinks"] += 1
@@ -552,7 +479,7 @@ class LoRaWANSource(Source):
         self.counters["readings"] += len(readings)
 
     def _readings(
-        self, dev: _Device, decoded: Decoded, ts: Any, meta: dict[str, Any]
+        self, dev: Device, decoded: Decoded, ts: Any, meta: dict[str, Any]
     ) -> list[Reading]:
         out: list[Reading] = []
         for key in (*decoded.values, *decoded.bad):
@@ -574,12 +501,12 @@ class LoRaWANSource(Source):
                     Reading(value=None, quality=Quality.BAD, reason=decoded.bad[key], **common)
                 )
                 continue
-            out.append(Reading(value=_scaled(fm, decoded.values[key]), **common))
+            out.append(Reading(value=scaled(fm, decoded.values[key]), **common))
         return out
 
     def _reply(
         self,
-        pending: _Pending,
+        pending: Pending,
         frame: phy.DataFrame,
         macs: list[phy.MacCommand],
         gateway: str,
@@ -612,7 +539,7 @@ class LoRaWANSource(Source):
                 dev.count("mac_answers")
 
     def _downlink(
-        self, dev: _Device, gateway: str, rx: semtech.RxPacket, frame: bytes, delay_us: int
+        self, dev: Device, gateway: str, rx: semtech.RxPacket, frame: bytes, delay_us: int
     ) -> bool:
         addr = self._watch.gateways.get(gateway, {}).get("addr")
         if addr is None:
@@ -652,7 +579,7 @@ class LoRaWANSource(Source):
         dev.session.dev_nonces.append(frame.dev_nonce)
         del dev.session.dev_nonces[:-MAX_DEV_NONCES]
         self.store.save(dev.session)
-        self._hold(key, _Pending(dev, frame, rx.data, 0, utc_now(), [(gateway, rx)]))
+        self._hold(key, Pending(dev, frame, rx.data, 0, utc_now(), [(gateway, rx)]))
 
     def _new_dev_addr(self) -> int:
         """A free DevAddr of a type-0 NetID: NwkID (6 bits) then a random NwkAddr (25 bits)."""
@@ -661,7 +588,7 @@ class LoRaWANSource(Source):
             if addr not in self._by_addr:
                 return addr
 
-    def _answer_join(self, pending: _Pending, frame: phy.JoinRequest) -> None:
+    def _answer_join(self, pending: Pending, frame: phy.JoinRequest) -> None:
         dev = pending.device
         assert dev.app_key is not None
         accept = join.JoinAccept(
@@ -717,13 +644,6 @@ class LoRaWANSource(Source):
             "devices": devices,
             "rejected": dict(self.rejected),
         }
-
-
-def _scaled(fm: FieldMap, raw: int | float) -> int | float:
-    if fm.scale == 1.0 and fm.offset == 0.0:
-        return raw
-    # 12 significant digits drop binary artefacts (2301 * 0.1) and keep every sensor digit.
-    return float(f"{raw * fm.scale + fm.offset:.12g}")
 
 
 def build_source(bus: BusConfig, devices: Sequence[DeviceConfig], ctx: SourceContext) -> Source:
