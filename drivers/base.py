@@ -36,12 +36,12 @@ import abc
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Generic, NoReturn, Self, TypeVar
+from typing import Generic, NoReturn, Protocol, Self, TypeVar
 
 import structlog
 
 from cityedge.backoff import Backoff
-from cityedge.profiles import FieldMap
+from cityedge.config.model import DeviceConfig
 from cityedge.readings import Quality, Reading, utc_now
 
 DeviceT = TypeVar("DeviceT")
@@ -147,12 +147,24 @@ async def supervise(
         await asyncio.sleep(backoff.next_delay())
 
 
-def unreachable(device: str, fields: Iterable[FieldMap], cell: str) -> list[Reading]:
-    """One bad reading per field, reason ``unreachable``: what a push source sends for
-    its devices when the path to them is gone (a broker, a silent packet forwarder)."""
+class Reportable(Protocol):
+    """A device record a push source keeps: its config, cell and whether it is down."""
+
+    config: DeviceConfig
+    cell: str
+    down: bool
+
+
+def newly_unreachable(devices: Iterable[Reportable]) -> list[Reading]:
+    """One bad reading per field, reason ``unreachable``, for every device not yet
+    reported down; all are marked down. What a push source sends when the path to
+    its devices is gone (a broker, a silent packet forwarder): once per outage."""
     now = utc_now()
     out = []
-    for fm in fields:
-        out.append(Reading(device, fm.name, None, fm.unit, now, Quality.BAD, fm.family, cell,
-                           "unreachable"))  # fmt: skip
+    for dev in devices:
+        if not dev.down:
+            for fm in dev.config.profile.fields:
+                out.append(Reading(dev.config.id, fm.name, None, fm.unit, now, Quality.BAD,
+                                   fm.family, dev.cell, "unreachable"))  # fmt: skip
+        dev.down = True
     return out

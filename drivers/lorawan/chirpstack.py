@@ -39,7 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import ReadingSink, Source, supervise, unreachable
+from cityedge.drivers.base import ReadingSink, Source, newly_unreachable, supervise
 from cityedge.profiles import FieldMap
 from cityedge.readings import Reading, utc_now
 from cityedge.sources import SourceContext
@@ -227,14 +227,7 @@ class ChirpStackSource(Source):
         self._log.warning("broker_lost", error=reason)
         # Nothing of these devices can arrive now: say so once per outage, like
         # every other source, so the hub sees a gap and not a stale value.
-        bad = [
-            r
-            for dev in self._devices.values()
-            if not dev.down
-            for r in unreachable(dev.config.id, dev.config.profile.fields, dev.cell)
-        ]
-        for dev in self._devices.values():
-            dev.down = True
+        bad = newly_unreachable(self._devices.values())
         if self._sink is not None:
             await self._deliver(self._sink, bad)
 

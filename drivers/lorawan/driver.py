@@ -40,7 +40,7 @@ import structlog
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
-from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise, unreachable
+from cityedge.drivers.base import DecodeError, ReadingSink, Source, newly_unreachable, supervise
 from cityedge.drivers.lorawan import crypto, fcnt, join, mac, phy, semtech
 from cityedge.drivers.lorawan.devices import Device, Pending, make_device, scaled
 from cityedge.drivers.lorawan.forwarders import DEFAULT_SILENCE_S, SILENT_HINT, ForwarderWatch
@@ -212,14 +212,7 @@ class LoRaWANSource(Source):
             self._log.warning(
                 "forwarder_silent", silent_s=round(self._watch.quiet_s()), hint=SILENT_HINT
             )
-            bad = [
-                r
-                for dev in self._devices.values()
-                if not dev.down
-                for r in unreachable(dev.config.id, dev.config.profile.fields, dev.cell)
-            ]
-            for dev in self._devices.values():
-                dev.down = True
+            bad = newly_unreachable(self._devices.values())
             if bad:
                 await self._ready.put(bad)
 
