@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from .model import BlockModel
 from .records import block_mean_records, range_records
-from .state import IntArray
+from .state import IntArray, RowPool
 
 Scores = npt.NDArray[np.float64]
 
@@ -37,7 +37,7 @@ _PER_SCALE = ("scored", "mean", "var")  # one column per scale (fine, coarse)
 SCALES = 2
 
 
-class BlockTable:
+class BlockTable(RowPool):
     """Compact state of the streams that share one block model, one row each.
 
     Per stream: the memory (float32 [M, 3], oldest first; +inf until filled,
@@ -80,17 +80,6 @@ class BlockTable:
     def arrays(self) -> list[npt.NDArray[np.generic]]:
         """Every per-stream array (for measuring the state)."""
         return [self.mem, *(getattr(self, a) for a in _SCALARS + _PER_SCALE)]
-
-    def allocate(self) -> int:
-        if not self.free:
-            self._grow()
-        row = self.free.pop()
-        self.reset(row)
-        return row
-
-    def release(self, row: int) -> None:
-        self.reset(row)
-        self.free.append(row)
 
     def reset(self, row: int) -> None:
         self.mem[row] = np.inf

@@ -8,7 +8,30 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.intp]
 
 
-class StreamTable:
+class RowPool:
+    """Rows of per-stream arrays, handed out and reused; a subclass resets and grows them."""
+
+    free: list[int]  # rows not in use, the next one last
+
+    def allocate(self) -> int:
+        if not self.free:
+            self._grow()
+        row = self.free.pop()
+        self.reset(row)
+        return row
+
+    def release(self, row: int) -> None:
+        self.reset(row)
+        self.free.append(row)
+
+    def reset(self, row: int) -> None:
+        raise NotImplementedError
+
+    def _grow(self) -> None:
+        raise NotImplementedError
+
+
+class StreamTable(RowPool):
     """Compact state of the streams that share one model.
 
     Each stream owns one row: its window of the last W readings (float32,
@@ -29,17 +52,6 @@ class StreamTable:
     @property
     def capacity(self) -> int:
         return int(self.buf.shape[0])
-
-    def allocate(self) -> int:
-        if not self.free:
-            self._grow()
-        row = self.free.pop()
-        self.reset(row)
-        return row
-
-    def release(self, row: int) -> None:
-        self.reset(row)
-        self.free.append(row)
 
     def reset(self, row: int) -> None:
         self.buf[row] = 0.0
