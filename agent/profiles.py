@@ -55,6 +55,17 @@ ORDERS: dict[int, tuple[str, ...]] = {
 }
 
 
+def scale_value(raw: int | float, scale: float, offset: float) -> int | float:
+    """``raw * scale + offset`` as a profile states it; ``raw`` itself when that is identity.
+
+    Rounded to 12 significant digits: 2301 * 0.1 is 230.10000000000002 in
+    binary, and no sensor or register holds more digits than that.
+    """
+    if scale == 1.0 and offset == 0.0:
+        return raw
+    return float(f"{raw * scale + offset:.12g}")
+
+
 @dataclass(frozen=True, slots=True)
 class WriteRange:
     """A point may be written, within [min, max] (engineering units)."""

@@ -40,7 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import ReadingSink, Source, newly_unreachable, supervise
-from cityedge.profiles import FieldMap
+from cityedge.profiles import FieldMap, scale_value
 from cityedge.readings import Reading, utc_now
 from cityedge.sources import SourceContext
 from cityedge.tasks import cancel_and_wait
@@ -306,8 +306,7 @@ class ChirpStackSource(Source):
                 dev.stats["unmapped"] += 1
                 continue
             if isinstance(value, int | float) and not isinstance(value, bool):
-                if (fm.scale, fm.offset) != (1.0, 0.0):
-                    value = float(f"{value * fm.scale + fm.offset:.12g}")
+                value = scale_value(value, fm.scale, fm.offset)
             elif not isinstance(value, str | bool) and value is not None:
                 continue
             out.append(

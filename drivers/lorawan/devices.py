@@ -92,10 +92,3 @@ def make_device(config: DeviceConfig, cell: str, saved: Session | None, log: Any
         join_eui=str(o["join_eui"]).upper() if o.get("join_eui") else None,
         relaxed=bool(o.get("relaxed_fcnt", False)),
     )
-
-
-def scaled(fm: FieldMap, raw: int | float) -> int | float:
-    if fm.scale == 1.0 and fm.offset == 0.0:
-        return raw
-    # 12 significant digits drop binary artefacts (2301 * 0.1) and keep every sensor digit.
-    return float(f"{raw * fm.scale + fm.offset:.12g}")

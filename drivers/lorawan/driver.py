@@ -42,10 +42,11 @@ from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import DecodeError, ReadingSink, Source, newly_unreachable, supervise
 from cityedge.drivers.lorawan import crypto, fcnt, join, mac, phy, semtech
-from cityedge.drivers.lorawan.devices import Device, Pending, make_device, scaled
+from cityedge.drivers.lorawan.devices import Device, Pending, make_device
 from cityedge.drivers.lorawan.forwarders import DEFAULT_SILENCE_S, SILENT_HINT, ForwarderWatch
 from cityedge.drivers.lorawan.payload import Decoded, decode_payload
 from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, SessionStore
+from cityedge.profiles import scale_value
 from cityedge.readings import Quality, Reading, utc_now
 from cityedge.sources import SourceContext
 from cityedge.tasks import cancel_and_wait
@@ -494,7 +495,8 @@ class LoRaWANSource(Source):
                     Reading(value=None, quality=Quality.BAD, reason=decoded.bad[key], **common)
                 )
                 continue
-            out.append(Reading(value=scaled(fm, decoded.values[key]), **common))
+            value = scale_value(decoded.values[key], fm.scale, fm.offset)
+            out.append(Reading(value=value, **common))
         return out
 
     def _reply(

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Sequence
 
 from cityedge.drivers.base import DecodeError
-from cityedge.profiles import BIT_REGISTERS, ORDERS, Point
+from cityedge.profiles import BIT_REGISTERS, ORDERS, Point, scale_value
 from cityedge.readings import Value
 
 _FORMATS: dict[str, str] = {
@@ -85,14 +85,10 @@ def _bytes_to_registers(data: bytes) -> list[int]:
 
 
 def _scaled(point: Point, raw: int | float) -> int | float:
-    if point.scale == 1.0 and point.offset == 0.0:
-        return raw
-    value = raw * point.scale + point.offset
+    value = scale_value(raw, point.scale, point.offset)
     if not math.isfinite(value):
         raise DecodeError("invalid_value", f"{point.name}: {value}")
-    # 2301 * 0.1 is 230.10000000000002 in binary; 12 significant digits is
-    # more than any register holds and drops the artefact.
-    return float(f"{value:.12g}")
+    return value
 
 
 def shortest_float32(x: float) -> float:

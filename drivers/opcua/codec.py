@@ -24,7 +24,7 @@ from asyncua.ua.status_codes import get_name_and_doc
 from asyncua.ua.uaerrors import UaStringParsingError
 
 from cityedge.drivers.base import DecodeError
-from cityedge.profiles import FieldMap
+from cityedge.profiles import FieldMap, scale_value
 from cityedge.readings import Quality, Value, format_ts
 
 _SEVERITY_MASK = 0xC0000000
@@ -83,11 +83,7 @@ def quality_of(code: int) -> StatusInfo:
 
 
 def _scaled(field: FieldMap, raw: int | float) -> int | float:
-    if field.scale == 1.0 and field.offset == 0.0:
-        return raw
-    value = raw * field.scale + field.offset
-    # 2301 * 0.1 is 230.10000000000002 in binary; 12 significant digits drop it.
-    return float(f"{value:.12g}")
+    return scale_value(raw, field.scale, field.offset)
 
 
 def shortest_float32(x: float) -> float:
