@@ -224,16 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = nab_scorer.load_results(args.results, args.detector, keys)
 
     fixed = fixed_thresholds(spec, args.detector, args.thresholds_file)
+    shipped_fitted_here = args.thresholds_file is None and in_sample(spec, labels)
     mode = args.thresholds_from
     if mode == "auto":
         mode = "fixed" if fixed is not None else "leave-one-category-out"
-        if mode == "fixed" and args.thresholds_file is None and in_sample(spec, labels):
+        if mode == "fixed" and shipped_fitted_here:
             mode = "leave-one-category-out"
             print(
                 "  (the shipped thresholds were fitted on these very labels: a fixed-threshold"
                 " score here would be in-sample, so the shipped column is leave-one-category-out)"
             )
-    fitted_here = mode == "fixed" and args.thresholds_file is None and in_sample(spec, labels)
+    fitted_here = mode == "fixed" and shipped_fitted_here
     if fitted_here:
         print("  (note: these fixed thresholds were fitted on these very labels: in-sample)")
     corpus = nab_scorer.build_corpus(results, data_dir, labels)

@@ -6,6 +6,7 @@ The model folder is ``$CITYEDGE_MODELS`` or the repository's ``models/``.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .engine import AnomalyEngine
-from .model import load_model
+from .model import AnyModel, load_model
 
 # The shipped models do not use time; the batch path skips converting datetime64.
 _NO_TIME = datetime(1970, 1, 1)
@@ -72,14 +73,24 @@ class BatchDetector:
         return scores
 
 
+@functools.cache
+def _loaded(model_dir: Path, model: str) -> AnyModel:
+    """One session for the shipped thresholds and their provenance (the harness asks both)."""
+    return load_model(model_dir, model)
+
+
+def _shipped(model: str) -> AnyModel:
+    return _loaded(default_model_dir(), model)
+
+
 def shipped_thresholds(model: str = DEFAULT_MODEL) -> dict[str, float]:
     """The model's shipped threshold per NAB profile (from its metadata)."""
-    return dict(load_model(default_model_dir(), model).thresholds)
+    return dict(_shipped(model).thresholds)
 
 
 def calibrated_on(model: str = DEFAULT_MODEL) -> str | None:
     """SHA-256 of the NAB labels file the shipped thresholds were fitted on, if any."""
-    return load_model(default_model_dir(), model).thresholds_labels_sha256
+    return _shipped(model).thresholds_labels_sha256
 
 
 def __getattr__(name: str) -> object:

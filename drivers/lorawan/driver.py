@@ -203,7 +203,6 @@ class LoRaWANSource(Source):
 
     async def _watch_forwarders(self) -> None:
         """Report the bus's devices unreachable once when every forwarder has gone quiet."""
-        self._watch.heard_at = time.monotonic()
         while True:
             await asyncio.sleep(self._watch.silence_s / 4)
             # Judged only while listening: a socket of ours that is down is not the

@@ -82,10 +82,6 @@ def quality_of(code: int) -> StatusInfo:
     return StatusInfo(quality, status_name(code), code)
 
 
-def _scaled(field: FieldMap, raw: int | float) -> int | float:
-    return scale_value(raw, field.scale, field.offset)
-
-
 def shortest_float32(x: float) -> float:
     """The shortest decimal that is still the same float32 (230.36414, not 230.3641357...)."""
     try:
@@ -113,13 +109,13 @@ def engineering_value(
     if isinstance(raw, enum.Enum):
         raw = raw.value
     if isinstance(raw, int):
-        return _scaled(field, raw)
+        return scale_value(raw, field.scale, field.offset)
     if isinstance(raw, float):
         if not math.isfinite(raw):
             raise DecodeError("invalid_value", f"{field.name}: {raw}")
         if variant_type == ua.VariantType.Float:
             raw = shortest_float32(raw)
-        return _scaled(field, raw)
+        return scale_value(raw, field.scale, field.offset)
     if isinstance(raw, ua.LocalizedText):
         return raw.Text
     if isinstance(raw, datetime):
