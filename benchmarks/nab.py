@@ -183,7 +183,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="folder laid out like ../shared/nab")
     p.add_argument("--results", type=Path, required=True, help="output folder")
-    p.add_argument("--detector", default="zscore", help="name in benchmarks/nab_detectors.py")
+    p.add_argument(
+        "--detector",
+        default="cityedge",
+        help="name in benchmarks/nab_detectors.py (default: the agent's own)",
+    )
     p.add_argument("--thresholds-from", choices=MODES, default="auto")
     p.add_argument("--thresholds-file", type=Path, help="thresholds.json to take fixed ones from")
     p.add_argument("--single", action="store_true", help="step() per stream even if batched")
