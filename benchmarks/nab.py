@@ -117,7 +117,11 @@ def fixed_thresholds(
     """Shipped thresholds from a thresholds.json file, else from the detector."""
     if path is not None:
         with open(path) as f:
-            entry = json.load(f)[detector]
+            table = json.load(f)
+        if detector not in table:
+            known = ", ".join(sorted(table)) or "none"
+            raise SystemExit(f"{path}: no thresholds for detector {detector!r} (it has: {known})")
+        entry = table[detector]
         return {p: float(v["threshold"]) for p, v in entry.items()}
     if spec is not None and spec.thresholds is not None:
         return dict(spec.thresholds)

@@ -299,7 +299,10 @@ def test_harness_fixed_thresholds_are_scored_as_given(
     shipped = tmp_path / "shipped.json"
     shipped.write_text(json.dumps({"zscore": {p: {"threshold": 0.7} for p in PROFILE_NAMES}}))
     args = ["--data", str(small_dir), "--results", str(out), "--thresholds-from", "fixed"]
+    args += ["--detector", "zscore"]
     assert nab.main([*args, "--thresholds-file", str(shipped)]) == 0
+    with pytest.raises(SystemExit, match="no thresholds for detector 'null'"):
+        nab.main([*args[:-2], "--detector", "null", "--thresholds-file", str(shipped)])
     table = json.loads((out / "thresholds.json").read_text())["zscore"]
     results = nab_scorer.load_results(out, "zscore", SMALL)
     want = nab_scorer.score_at(
@@ -370,3 +373,10 @@ def test_scores_outside_unit_interval_are_refused(
     monkeypatch.setitem(nab_detectors.REGISTRY, "loud", lambda: nab_detectors.DetectorSpec(Loud))
     with pytest.raises(ValueError, match=r"art_noisy\.csv: data row 1 scored 1\.5"):
         nab.main(["--data", str(small_dir), "--results", str(tmp_path), "--detector", "loud"])
+
+
+def test_harness_runs_the_agents_detector_by_default() -> None:
+    """The issue's command line (no --detector) measures the agent's own detector."""
+    args = nab.parse_args(["--data", "d", "--results", "r"])
+    assert args.detector == "cityedge"
+    assert "cityedge" in nab_detectors.REGISTRY
