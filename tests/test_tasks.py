@@ -110,3 +110,25 @@ async def test_an_interrupted_stop_still_cancels_and_lets_clean_up_run() -> None
     assert task.done() and closed == [True]
     await asyncio.wait(workers, timeout=2.0)
     assert workers[0].done()  # cancelled once more: its slow clean-up was cut short
+
+
+async def test_a_hanging_stop_names_each_pending_task_and_where_it_waits() -> None:
+    """The agent's last word before the watchdog: every pending task, with its frames."""
+    from structlog.testing import capture_logs
+
+    from cityedge.agent import _log_pending_tasks
+
+    async def stuck_in_close() -> None:
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(stuck_in_close(), name="modbus:pump-7")
+    await asyncio.sleep(0)
+    try:
+        with capture_logs() as logs:
+            _log_pending_tasks()
+    finally:
+        task.cancel()
+    mine = [e for e in logs if e.get("task") == "modbus:pump-7"]
+    assert len(mine) == 1 and mine[0]["event"] == "stop_hanging_task"
+    assert mine[0]["log_level"] == "error"
+    assert any("stuck_in_close" in w and "test_tasks.py:" in w for w in mine[0]["where"])
