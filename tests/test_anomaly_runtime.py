@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cityedge.anomaly import AnomalyEngine, BlockModel, BlockTable, StreamTable
-from cityedge.anomaly.block import score_block_rows
+from cityedge.anomaly.block import one_alarm_per_event, score_block_rows, sustained_z
 from cityedge.anomaly.nab import DEFAULT_MODEL, make, make_batch
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -139,7 +139,7 @@ def _block_scores(values: np.ndarray, **post: float) -> np.ndarray:
     model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
     assert isinstance(model, BlockModel)
     model.post = dataclasses.replace(model.post, **post)
-    table = BlockTable(memory=model.memory, capacity=1)
+    table = BlockTable.for_model(model, capacity=1)
     row = np.array([table.allocate()])
     return np.array([score_block_rows(model, table, row, np.array([v]))[0] for v in values])
 
@@ -173,14 +173,84 @@ def test_records_alarm_now_and_then_on_a_drift() -> None:
     assert 0 < fired.size <= 15 and fired[0] < 100
 
 
+def _sustained(d_fine: np.ndarray, k: int = 16) -> np.ndarray:
+    """sustained_z for one stream fed one novelty per block (the coarse scale invalid)."""
+    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    p = dataclasses.replace(model.post, sustain_blocks=k)
+    table = BlockTable(memory=model.memory, sustain=k, capacity=1)
+    row = np.array([table.allocate()])
+    valid = np.array([[True, False]])
+    out = []
+    for i, v in enumerate(d_fine):
+        d = np.array([[v, np.nan]])
+        out.append(sustained_z(table, row, np.nan_to_num(d), valid, np.array([i]), p)[0])
+    return np.array(out)
+
+
+def test_sustained_novelty_adds_up_a_small_lasting_rise_not_a_blip() -> None:
+    """Mean of the last k novelties against its own history: a lasting rise, not one block."""
+    rng = np.random.default_rng(3)
+    base = 0.05 + 0.01 * rng.standard_normal(400)
+    lasting, blip = base.copy(), base.copy()
+    lasting[300:] += 0.03  # three standard deviations of a single novelty, for good
+    blip[300] += 0.3  # thirty, once
+    z_lasting, z_blip = _sustained(lasting), _sustained(blip)
+    assert not z_lasting[:46].any()  # k valid novelties, then 30 means, before any z
+    assert z_lasting[300:316].max() > 3 * max(z_lasting[100:300].max(), 1.0)
+    assert z_blip[300:316].max() < z_lasting[300:316].max()
+    assert z_lasting[300:316].argmax() > 8  # it builds up as the ring fills with the rise
+
+
+def test_sustained_novelty_waits_for_a_ring_of_valid_novelties() -> None:
+    """An invalid novelty (a scale whose run does not fit yet) keeps the mean out."""
+    d = np.full(100, 0.05)
+    d[60] = np.nan  # one invalid block: the next 16 means are not formed
+    z = _sustained(np.where(np.isnan(d), 0.0, d))
+    assert np.isfinite(z).all()
+    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    p = dataclasses.replace(model.post, sustain_blocks=4)
+    table = BlockTable(memory=model.memory, sustain=4, capacity=1)
+    row = np.array([table.allocate()])
+    for i in range(3):
+        sustained_z(table, row, np.zeros((1, 2)), np.array([[True, True]]), np.array([i]), p)
+    assert table.sseen[row[0]].tolist() == [0, 0]  # ring not full yet
+    sustained_z(table, row, np.zeros((1, 2)), np.array([[True, False]]), np.array([3]), p)
+    assert table.sseen[row[0]].tolist() == [1, 0]  # the coarse ring holds an invalid one
+
+
+def test_one_alarm_per_event_across_channels() -> None:
+    """Within the gap only a higher score is reported; after it, any score is."""
+    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    table = BlockTable.for_model(model, capacity=1)
+    row = np.array([table.allocate()])
+    reported = {}
+    for count, score in [(10, 0.5), (20, 0.4), (30, 0.5), (40, 0.6), (60, 0.0), (113, 0.3)]:
+        table.count[row] = count
+        reported[count] = one_alarm_per_event(table, row, np.array([score]), 72)[0]
+    assert reported == {10: 0.5, 20: 0.0, 30: 0.0, 40: 0.6, 60: 0.0, 113: 0.3}
+    assert table.alast[row[0]] == 113 and table.alevel[row[0]] == 0.3
+
+
+def test_a_table_of_another_layout_is_refused() -> None:
+    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    table = BlockTable(memory=model.memory, sustain=0, capacity=1)
+    row = np.array([table.allocate()])
+    with pytest.raises(ValueError, match="another model"):
+        score_block_rows(model, table, row, np.array([1.0]))
+
+
 def test_block_state_per_stream_is_a_few_kilobytes() -> None:
-    """One block-model stream costs its memory and 16 scalars: at most 8 kB."""
+    """One block-model stream costs its memory, its sustained ring and scalars: at most 8 kB."""
     engine = AnomalyEngine(MODELS)
     per = engine.state_bytes_per_stream(BLOCK_MODEL)
     assert per <= 8 * 1024
     model = engine.model_of_name(BLOCK_MODEL)
     assert isinstance(model, BlockModel)
-    table = BlockTable(memory=model.memory, capacity=64)
+    table = BlockTable.for_model(model, capacity=64)
     assert sum(a.nbytes for a in table.arrays()) == 64 * per
 
 
@@ -255,7 +325,7 @@ def test_suppression_lasts_longer_in_an_older_stream() -> None:
 
     def kept_after(spike_at: int, blocks_later: int = 400) -> float:
         """The suppression reference left `blocks_later` blocks after a spike, per unit of it."""
-        table = BlockTable(memory=model.memory, capacity=1)
+        table = BlockTable.for_model(model, capacity=1)
         row = np.array([table.allocate()])
         x = series(spike_at + 6 * blocks_later + 6, 12)
         x[spike_at] += 200.0
@@ -287,7 +357,7 @@ def test_records_switched_on_later_start_from_the_true_memory() -> None:
     model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
     assert isinstance(model, BlockModel)
     with_records = model.post
-    table = BlockTable(memory=model.memory, capacity=1)
+    table = BlockTable.for_model(model, capacity=1)
     row = np.array([table.allocate()])
     x = np.random.default_rng(14).normal(0, 1, 2300)
     model.post = dataclasses.replace(with_records, record_scale=0.0)

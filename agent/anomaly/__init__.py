@@ -22,10 +22,12 @@ Contract:
   metadata; 150 for both shipped models).
 * **Suppression.** A non-zero score is reported only when it beats the
   stream's recent largest score (decaying), so one event alarms at its onset
-  and not on every following reading.
-* **Compact state.** ``AnomalyEngine.state_bytes_per_stream``: 6,304 bytes
-  for ``block_novelty`` (the default; memory of 512 block summaries and 20
-  scalars), 2,080 for ``window_novelty`` (window of 512 and four scalars).
+  and not on every following reading; with ``block_novelty`` one event also
+  alarms once across its channels (only a higher score within 72 readings).
+* **Compact state.** ``AnomalyEngine.state_bytes_per_stream``: 6,624 bytes
+  for ``block_novelty`` (the default; memory of 512 block summaries, a ring
+  of 16 novelties per scale and 24 scalars), 2,080 for ``window_novelty``
+  (window of 512 and four scalars).
 * Non-finite readings score 0 and leave the state unchanged.
 
 The NAB harness factories are :func:`cityedge.anomaly.nab.make` and

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .model import BlockModel
+from .model import BlockModel, PostParams
 from .records import block_mean_records, range_records
 from .state import IntArray, RowPool
 
@@ -30,10 +30,15 @@ Scores = npt.NDArray[np.float64]
 _SCALARS = (
     *("count", "base", "bsum", "bmax", "bmin", "lo", "hi", "ref"),
     *("memhi", "memlo", "rref", "mhi", "mlo", "mref"),  # records (cityedge.anomaly.records)
+    *("alast", "alevel"),  # the last reported score: its reading count and level
 )
+NEVER = -(2**40)  # alast of a stream that has not alarmed yet
 # A fresh row's value, where it is not 0.
-_EMPTY = {"var": 1.0, "memhi": -np.inf, "memlo": np.inf, "mhi": -np.inf, "mlo": np.inf}
-_PER_SCALE = ("scored", "mean", "var")  # one column per scale (fine, coarse)
+_EMPTY: dict[str, float] = {"var": 1.0, "svar": 1.0, "alast": NEVER}
+_EMPTY.update({"memhi": -np.inf, "memlo": np.inf, "mhi": -np.inf, "mlo": np.inf})
+# One column per scale (fine, coarse): novelty statistics, and the sustained
+# novelty's statistics.
+_PER_SCALE = ("scored", "mean", "var", "sseen", "smean", "svar")
 SCALES = 2
 
 
@@ -51,9 +56,12 @@ class BlockTable(RowPool):
     double when full.
     """
 
-    def __init__(self, memory: int, capacity: int = 16) -> None:
+    def __init__(self, memory: int, sustain: int = 0, capacity: int = 16) -> None:
         self.memory = memory
+        self.sustain = sustain
         self.mem = np.full((capacity, memory, 3), np.inf, dtype=np.float32)
+        # The last `sustain` range-normalised novelties per scale (NaN: not valid yet).
+        self.ring = np.full((capacity, sustain, SCALES), np.nan)
         self.count = np.zeros(capacity, dtype=np.int64)
         self.base = np.zeros(capacity)
         self.scored = np.zeros((capacity, SCALES), dtype=np.int64)
@@ -71,7 +79,17 @@ class BlockTable(RowPool):
         self.mhi = np.full(capacity, -np.inf)
         self.mlo = np.full(capacity, np.inf)
         self.mref = np.zeros(capacity)
+        self.alast = np.full(capacity, NEVER, dtype=np.int64)
+        self.alevel = np.zeros(capacity)
+        self.sseen = np.zeros((capacity, SCALES), dtype=np.int64)
+        self.smean = np.zeros((capacity, SCALES))
+        self.svar = np.ones((capacity, SCALES))
         self.free: list[int] = list(range(capacity - 1, -1, -1))
+
+    @classmethod
+    def for_model(cls, model: BlockModel, capacity: int = 16) -> BlockTable:
+        """A table laid out for ``model`` (its memory and sustained ring)."""
+        return cls(model.memory, model.post.sustain_blocks, capacity)
 
     @property
     def capacity(self) -> int:
@@ -79,22 +97,25 @@ class BlockTable(RowPool):
 
     def arrays(self) -> list[npt.NDArray[np.generic]]:
         """Every per-stream array (for measuring the state)."""
-        return [self.mem, *(getattr(self, a) for a in _SCALARS + _PER_SCALE)]
+        return [self.mem, self.ring, *(getattr(self, a) for a in _SCALARS + _PER_SCALE)]
 
     def reset(self, row: int) -> None:
         self.mem[row] = np.inf
+        self.ring[row] = np.nan
         for a in _SCALARS + _PER_SCALE:
             getattr(self, a)[row] = _EMPTY.get(a, 0.0)
 
     @staticmethod
-    def bytes_per_stream(memory: int) -> int:
-        """State bytes one stream costs: the memory and 20 8-byte scalars."""
-        return memory * 3 * 4 + 8 * (len(_SCALARS) + SCALES * len(_PER_SCALE))
+    def bytes_per_stream(memory: int, sustain: int = 0) -> int:
+        """State bytes one stream costs: the memory, the sustained ring, 8-byte scalars."""
+        scalars = len(_SCALARS) + SCALES * len(_PER_SCALE)
+        return memory * 3 * 4 + sustain * SCALES * 8 + 8 * scalars
 
     def _grow(self) -> None:
         old = self.capacity
         extra = np.full((old, self.memory, 3), np.inf, dtype=np.float32)
         self.mem = np.concatenate([self.mem, extra])
+        self.ring = np.concatenate([self.ring, np.full_like(self.ring, np.nan)])
         for a in _SCALARS + _PER_SCALE:
             arr = getattr(self, a)
             fill = np.full_like(arr, _EMPTY.get(a, 0.0))
@@ -105,7 +126,45 @@ class BlockTable(RowPool):
 def score_block_rows(
     model: BlockModel, table: BlockTable, rows: IntArray, values: npt.NDArray[np.float64]
 ) -> Scores:
-    """Add one reading per row, score the rows whose block completed (others 0).
+    """Add one reading per row and score it: the largest of the channels, one alarm per event.
+
+    The channels are :func:`score_channels`'; with ``event_readings`` > 0,
+    :func:`one_alarm_per_event` then keeps one event from alarming on every
+    channel and every block as it unfolds.
+    """
+    if (table.memory, table.sustain) != (model.memory, model.post.sustain_blocks):
+        raise ValueError("this BlockTable is laid out for another model (BlockTable.for_model)")
+    out = score_channels(model, table, rows, values)
+    if model.post.event_readings > 0:
+        out = one_alarm_per_event(table, rows, out, model.post.event_readings)
+    return out
+
+
+def one_alarm_per_event(table: BlockTable, rows: IntArray, scores: Scores, readings: int) -> Scores:
+    """Within ``readings`` readings of a reported score, report only a higher one.
+
+    Each channel already suppresses its own repeats; this is across channels
+    (a level that leaves its band is a block-mean record, then a novel shape
+    a few blocks later: one event, one alarm) and lets an event that grows
+    worse alarm again. Causal, two numbers per stream: the reading count and
+    the level of the stream's last reported score.
+    """
+    count = table.count[rows]  # already includes this reading
+    last, level = table.alast[rows], table.alevel[rows]
+    quiet = (scores > 0) & (count - last <= readings) & (scores <= level)
+    out = np.where(quiet, 0.0, scores)
+    reported = out > 0
+    table.alast[rows] = np.where(reported, count, last)
+    table.alevel[rows] = np.where(reported, out, level)
+    return out
+
+
+def score_channels(
+    model: BlockModel, table: BlockTable, rows: IntArray, values: npt.NDArray[np.float64]
+) -> Scores:
+    """Add one reading per row; the largest score of the channels.
+
+    Shape novelty and block-mean records score only when a block completes.
 
     * Each scale's novelty (the model's nearest-run distance) is divided by
       the stream's range so far, then compared with the stream's own running
@@ -114,6 +173,12 @@ def score_block_rows(
       scale has ``stats_min_count`` novelties; the larger z of the two scales
       gives the score z / (z + ``score_scale``). A scale whose run does not
       fit in the readings seen yet is skipped.
+    * Sustained novelty (when ``sustain_blocks`` > 0): the z of the mean
+      novelty of the last ``sustain_blocks`` blocks (:func:`sustained_z`),
+      weighted by ``sustain_weight``, joins the larger-z choice. A shape that
+      is only a little novel but stays so (a new level, a new rhythm) adds
+      up; it shares the suppression below, so the tail of an event already
+      reported does not alarm again.
     * Warm-up: 0 until ``warmup`` readings.
     * Suppression: a score is reported only when it beats the stream's
       reference, the largest recent score decaying with a half-life of as
@@ -178,6 +243,9 @@ def score_block_rows(
     ok = valid & (seen >= p.stats_min_count)
     z = np.where(ok, (d - mean) / np.sqrt(var + 1e-12), 0.0)
     z = np.maximum(z, 0.0).max(axis=1)
+    if p.sustain_blocks > 0:
+        ready_blocks = count[pos] // s - 2 * length
+        z = np.maximum(z, p.sustain_weight * sustained_z(table, r, d, valid, ready_blocks, p))
     score = z / (z + p.score_scale)
     score = np.where(count[pos] > p.warmup, score, 0.0)
     ref = table.ref[r]
@@ -192,3 +260,38 @@ def score_block_rows(
     table.var[r] = np.where(valid, (1.0 - alpha) * (var + alpha * delta * delta), var)
     table.scored[r] = seen
     return out
+
+
+def sustained_z(
+    table: BlockTable,
+    rows: IntArray,
+    d: npt.NDArray[np.float64],
+    valid: npt.NDArray[np.bool_],
+    ready_blocks: IntArray,
+    p: PostParams,
+) -> Scores:
+    """z of the mean range-normalised novelty of the last ``sustain_blocks`` blocks.
+
+    Per scale, the mean is compared with the stream's own long-run mean and
+    variance of such means (exponential, rate ``sustain_alpha``, like the
+    long window of an anomaly likelihood), the standard deviation floored at
+    ``sustain_sd_floor`` (a fraction of the stream's range): 0 until the
+    ring holds ``sustain_blocks`` valid novelties and ``sustain_min_count``
+    means have been seen. Returns the larger z of the scales, at least 0.
+    """
+    ring = table.ring[rows]
+    ring[np.arange(len(rows)), ready_blocks % table.sustain] = np.where(valid, d, np.nan)
+    table.ring[rows] = ring
+    m = ring.mean(axis=1)  # NaN unless all are valid
+    ok = np.isfinite(m)
+    m = np.where(ok, m, 0.0)
+    seen, mean, var = table.sseen[rows], table.smean[rows], table.svar[rows]
+    sd = np.sqrt(var + p.sustain_sd_floor**2 + 1e-12)
+    z = np.where(ok & (seen >= p.sustain_min_count), (m - mean) / sd, 0.0)
+    seen = seen + ok
+    alpha = np.where(ok, np.maximum(p.sustain_alpha, 1.0 / np.maximum(seen, 1)), 0.0)
+    delta = m - mean
+    table.smean[rows] = mean + alpha * delta
+    table.svar[rows] = np.where(ok, (1.0 - alpha) * (var + alpha * delta * delta), var)
+    table.sseen[rows] = seen
+    return np.asarray(np.maximum(z, 0.0).max(axis=1), dtype=np.float64)

@@ -155,18 +155,18 @@ class AnomalyEngine:
         """State one stream of ``model_name`` costs, in bytes."""
         model = self._slot(model_name).model
         if isinstance(model, BlockModel):
-            return BlockTable.bytes_per_stream(model.memory)
+            return BlockTable.bytes_per_stream(model.memory, model.post.sustain_blocks)
         return StreamTable.bytes_per_stream(model.window)
 
 
 def _table_for(model: AnyModel) -> StreamTable | BlockTable:
     if isinstance(model, BlockModel):
-        return BlockTable(model.memory)
+        return BlockTable.for_model(model)
     return StreamTable(model.window)
 
 
 def _layout(model: AnyModel) -> tuple[object, ...]:
     """What a stream's state means: equal layouts can carry state across versions."""
     if isinstance(model, BlockModel):
-        return ("block", model.memory, model.block, model.coarse)
+        return ("block", model.memory, model.block, model.coarse, model.post.sustain_blocks)
     return ("window", model.window)

@@ -31,8 +31,14 @@ class PostParams:
     ``suppress_half_life`` to ``suppress_half_life_max`` blocks (older models
     without the key: fixed). ``record_scale`` > 0 turns on its record scores
     (:mod:`cityedge.anomaly.records`), whose suppression half-life
-    ``record_half_life`` counts readings. Models without these keys have
-    them off.
+    ``record_half_life`` counts readings. ``sustain_blocks`` > 0 turns on the
+    sustained part of the novelty (the mean novelty of the last
+    ``sustain_blocks`` blocks against its own long-run mean and variance, rate
+    ``sustain_alpha``, standard deviation floored at ``sustain_sd_floor``,
+    weighted by ``sustain_weight``). ``event_readings`` > 0 turns on one
+    alarm per event across the channels: within that many readings of a
+    reported score, only a higher one is reported. Models without these keys
+    have them off.
     """
 
     warmup: int
@@ -43,6 +49,12 @@ class PostParams:
     suppress_half_life_max: float = 0.0  # below suppress_half_life: fixed half-life
     record_scale: float = 0.0
     record_half_life: float = 300.0
+    sustain_blocks: int = 0
+    sustain_weight: float = 0.8
+    sustain_alpha: float = 0.001
+    sustain_min_count: int = 30
+    sustain_sd_floor: float = 0.005
+    event_readings: int = 0
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -77,9 +89,19 @@ class _OnnxModel:
                 ),
                 record_scale=float(meta.get("record_scale", "0")),
                 record_half_life=float(meta.get("record_half_life", "300")),
+                sustain_blocks=int(meta.get("sustain_blocks", "0")),
+                sustain_weight=float(meta.get("sustain_weight", "0.8")),
+                sustain_alpha=float(meta.get("sustain_alpha", "0.001")),
+                sustain_min_count=int(meta.get("sustain_min_count", "30")),
+                sustain_sd_floor=float(meta.get("sustain_sd_floor", "0.005")),
+                event_readings=int(meta.get("event_readings", "0")),
             )
             if self.post.record_scale < 0 or self.post.record_half_life <= 0:
                 raise ValueError("record_scale must be >= 0 and record_half_life > 0")
+            if min(self.post.sustain_blocks, self.post.event_readings) < 0:
+                raise ValueError("sustain_blocks and event_readings must be >= 0")
+            if not 0 < self.post.sustain_alpha <= 1 or self.post.sustain_sd_floor < 0:
+                raise ValueError("sustain_alpha must be in (0, 1], sustain_sd_floor >= 0")
             if self.post.suppress_half_life_max < self.post.suppress_half_life:
                 raise ValueError("suppress_half_life_max must be >= suppress_half_life")
             self.thresholds = {

@@ -25,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 NAME = "block_novelty"
-VERSION = "3"
+VERSION = "4"
 BLOCK = 6  # readings per block
 LENGTH = 8  # blocks per shape (48 readings)
 MEMORY = 512  # blocks remembered (3,072 readings)
@@ -33,8 +33,9 @@ COARSE = 4  # the coarse scale: runs of LENGTH groups of COARSE blocks (192 read
 COARSE_STRIDE = 2  # coarse candidate runs start every 2 blocks (12 readings)
 SEED = 20240611
 # Post-processing parameters the runtime reads from the model's metadata
-# (stats_alpha, stats_min_count and suppress_half_life(_max) count blocks;
-# record_half_life counts readings).
+# (stats_alpha, stats_min_count, suppress_half_life(_max), sustain_blocks and
+# sustain_min_count count blocks; record_half_life and event_readings count
+# readings).
 POST = {
     "warmup": 150,
     "stats_alpha": 0.003,
@@ -44,6 +45,12 @@ POST = {
     "suppress_half_life_max": 2000.0,
     "record_scale": 0.1,
     "record_half_life": 300.0,
+    "sustain_blocks": 16,
+    "sustain_weight": 0.8,
+    "sustain_alpha": 0.001,
+    "sustain_min_count": 30,
+    "sustain_sd_floor": 0.005,
+    "event_readings": 72,
 }
 
 
