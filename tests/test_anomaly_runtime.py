@@ -366,3 +366,66 @@ def test_records_switched_on_later_start_from_the_true_memory() -> None:
     model.post = with_records  # a new model version installed in place
     later = [score_block_rows(model, table, row, np.array([v]))[0] for v in x[2000:]]
     assert max(later) < 0.3
+
+
+def _block_model_without_sustain(folder: Path) -> None:
+    """The shipped block model with its sustained ring and event rule off (a version 3 layout)."""
+    import onnx
+
+    model = onnx.load(str(MODELS / BLOCK_MODEL / f"{BLOCK_MODEL}.onnx"))
+    off = {"sustain_blocks": "0", "event_readings": "0", "version": "3-like"}
+    for entry in model.metadata_props:
+        entry.value = off.get(entry.key, entry.value)
+    (folder / BLOCK_MODEL).mkdir(parents=True)
+    onnx.save(model, str(folder / BLOCK_MODEL / f"{BLOCK_MODEL}.onnx"))
+
+
+def test_an_upgrade_that_adds_the_sustained_ring_keeps_the_memory(tmp_path: Path) -> None:
+    """Same memory, block and coarse scale: memory and statistics carry over, the ring starts."""
+    _block_model_without_sustain(tmp_path)
+    engine = AnomalyEngine(tmp_path)
+    engine.add_stream("pump", BLOCK_MODEL)
+    engine.add_stream("meter", BLOCK_MODEL)
+    for i, v in enumerate(series(1500, 4)):
+        engine.step([("pump", T0 + timedelta(minutes=5 * i), float(v))])
+    old_table = engine._models[BLOCK_MODEL].table
+    assert isinstance(old_table, BlockTable) and old_table.sustain == 0
+    row = engine._streams["pump"].row
+    mem, count, mean = old_table.mem[row].copy(), old_table.count[row], old_table.mean[row].copy()
+
+    new_onnx = (MODELS / BLOCK_MODEL / f"{BLOCK_MODEL}.onnx").read_bytes()
+    (tmp_path / BLOCK_MODEL / f"{BLOCK_MODEL}.onnx").write_bytes(new_onnx)
+    old_version, version, kept = engine.reload_model(BLOCK_MODEL)
+    assert (old_version, kept) == ("3-like", True) and version != old_version
+
+    table = engine._models[BLOCK_MODEL].table
+    assert isinstance(table, BlockTable) and table.sustain > 0 and table is not old_table
+    row = engine._streams["pump"].row
+    assert np.array_equal(table.mem[row], mem) and table.count[row] == count
+    assert np.array_equal(table.mean[row], mean)
+    assert np.isnan(table.ring[row]).all() and not table.sseen[row].any()
+    assert table.count[engine._streams["meter"].row] == 0  # a fresh stream stays fresh
+    # The stream goes on where it was: no second warm-up, and it still scores.
+    later = series(1800, 4)[1500:]
+    got = [engine.step([("pump", T0, float(v))])[0][1] for v in later]
+    assert table.count[row] == count + 300 and all(math.isfinite(g) for g in got)
+
+
+def test_an_upgrade_of_another_memory_restarts_the_streams(tmp_path: Path) -> None:
+    """A different memory cannot be carried: the streams start their warm-up again."""
+    _block_model_without_sustain(tmp_path)
+    engine = AnomalyEngine(tmp_path)
+    engine.add_stream("pump", BLOCK_MODEL)
+    for v in series(400, 5):
+        engine.step([("pump", T0, float(v))])
+    import onnx
+
+    path = tmp_path / BLOCK_MODEL / f"{BLOCK_MODEL}.onnx"
+    model = onnx.load(str(path))
+    for entry in model.metadata_props:
+        if entry.key == "coarse":
+            entry.value = "2"
+    onnx.save(model, str(path))
+    _, _, kept = engine.reload_model(BLOCK_MODEL)
+    table = engine._models[BLOCK_MODEL].table
+    assert kept is False and table.count[engine._streams["pump"].row] == 0

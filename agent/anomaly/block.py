@@ -99,6 +99,19 @@ class BlockTable(RowPool):
         """Every per-stream array (for measuring the state)."""
         return [self.mem, self.ring, *(getattr(self, a) for a in _SCALARS + _PER_SCALE)]
 
+    def adopt(self, other: BlockTable, src: int, dst: int) -> None:
+        """Row ``dst`` takes over row ``src`` of ``other`` (another model version's table).
+
+        Every per-stream array the two tables lay out alike is copied (the
+        memory, the statistics, the references); one laid out differently (a
+        sustained ring of another length) stays fresh and fills as blocks
+        complete. Only for tables of the same memory, block and coarse scale.
+        """
+        for name in ("mem", "ring", *_SCALARS, *_PER_SCALE):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine.shape[1:] == theirs.shape[1:]:
+                mine[dst] = theirs[src]
+
     def reset(self, row: int) -> None:
         self.mem[row] = np.inf
         self.ring[row] = np.nan

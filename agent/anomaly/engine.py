@@ -63,8 +63,11 @@ class AnomalyEngine:
         """Load a new version of a model in place: (old version, new version, state kept).
 
         Streams of other models are untouched. The streams of this model keep
-        their state when the new version has the same state layout (window or
-        memory); otherwise they restart their warm-up on the new version.
+        their state when the new version has the same state layout (window, or
+        memory, block and coarse scale); a block model's new parts (a
+        sustained ring of another length) then start fresh beside the kept
+        memory and statistics. Otherwise they restart their warm-up on the
+        new version.
         """
         new = load_model(self.find(model_name), model_name)
         slot = self._models.get(model_name)
@@ -76,11 +79,18 @@ class AnomalyEngine:
         if same:
             slot.model = new
             return old.version, new.version, True
+        old_table = slot.table
         slot.model, slot.table = new, _table_for(new)
+        carry = isinstance(old_table, BlockTable) and isinstance(slot.table, BlockTable)
+        carry = carry and _layout(old, memory_only=True) == _layout(new, memory_only=True)
         for key, info in list(self._streams.items()):
             if info.model_name == model_name:
-                self._streams[key] = StreamInfo(model_name, slot.table.allocate())
-        return old.version, new.version, False
+                row = slot.table.allocate()
+                if carry:
+                    assert isinstance(slot.table, BlockTable) and isinstance(old_table, BlockTable)
+                    slot.table.adopt(old_table, info.row, row)
+                self._streams[key] = StreamInfo(model_name, row)
+        return old.version, new.version, carry
 
     def add_stream(self, key: Hashable, model_name: str) -> None:
         """Start watching ``key`` with ``model_name``; a new stream warms up silently."""
@@ -165,8 +175,13 @@ def _table_for(model: AnyModel) -> StreamTable | BlockTable:
     return StreamTable(model.window)
 
 
-def _layout(model: AnyModel) -> tuple[object, ...]:
-    """What a stream's state means: equal layouts can carry state across versions."""
+def _layout(model: AnyModel, memory_only: bool = False) -> tuple[object, ...]:
+    """What a stream's state means: equal layouts can carry state across versions.
+
+    With ``memory_only``, a block model's layout without its sustained ring:
+    equal ones carry everything but the ring (:meth:`BlockTable.adopt`).
+    """
     if isinstance(model, BlockModel):
-        return ("block", model.memory, model.block, model.coarse, model.post.sustain_blocks)
+        layout: tuple[object, ...] = ("block", model.memory, model.block, model.coarse)
+        return layout if memory_only else (*layout, model.post.sustain_blocks)
     return ("window", model.window)
