@@ -173,19 +173,26 @@ def test_records_alarm_now_and_then_on_a_drift() -> None:
     assert 0 < fired.size <= 15 and fired[0] < 100
 
 
-def _sustained(d_fine: np.ndarray, k: int = 16) -> np.ndarray:
-    """sustained_z for one stream fed one novelty per block (the coarse scale invalid)."""
+def _sustained(
+    d_fine: np.ndarray, k: int = 16, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, list[int]]:
+    """sustained_z for one stream fed one fine-scale novelty per block (coarse invalid).
+
+    Returns the z per block and, per block, how many means the fine scale has seen.
+    """
     model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
     assert isinstance(model, BlockModel)
     p = dataclasses.replace(model.post, sustain_blocks=k)
     table = BlockTable(memory=model.memory, sustain=k, capacity=1)
     row = np.array([table.allocate()])
-    valid = np.array([[True, False]])
-    out = []
+    ok = np.ones(len(d_fine), dtype=bool) if valid is None else valid
+    out, seen = [], []
     for i, v in enumerate(d_fine):
-        d = np.array([[v, np.nan]])
-        out.append(sustained_z(table, row, np.nan_to_num(d), valid, np.array([i]), p)[0])
-    return np.array(out)
+        d = np.array([[v, 0.0]])
+        mask = np.array([[bool(ok[i]), False]])
+        out.append(sustained_z(table, row, d, mask, np.array([i]), p)[0])
+        seen.append(int(table.sseen[row[0], 0]))
+    return np.array(out), seen
 
 
 def test_sustained_novelty_adds_up_a_small_lasting_rise_not_a_blip() -> None:
@@ -195,29 +202,22 @@ def test_sustained_novelty_adds_up_a_small_lasting_rise_not_a_blip() -> None:
     lasting, blip = base.copy(), base.copy()
     lasting[300:] += 0.03  # three standard deviations of a single novelty, for good
     blip[300] += 0.3  # thirty, once
-    z_lasting, z_blip = _sustained(lasting), _sustained(blip)
-    assert not z_lasting[:46].any()  # k valid novelties, then 30 means, before any z
+    (z_lasting, _), (z_blip, _) = _sustained(lasting), _sustained(blip)
+    assert not z_lasting[:45].any()  # k valid novelties, then 30 means, before any z
     assert z_lasting[300:316].max() > 3 * max(z_lasting[100:300].max(), 1.0)
     assert z_blip[300:316].max() < z_lasting[300:316].max()
     assert z_lasting[300:316].argmax() > 8  # it builds up as the ring fills with the rise
 
 
 def test_sustained_novelty_waits_for_a_ring_of_valid_novelties() -> None:
-    """An invalid novelty (a scale whose run does not fit yet) keeps the mean out."""
-    d = np.full(100, 0.05)
-    d[60] = np.nan  # one invalid block: the next 16 means are not formed
-    z = _sustained(np.where(np.isnan(d), 0.0, d))
-    assert np.isfinite(z).all()
-    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
-    assert isinstance(model, BlockModel)
-    p = dataclasses.replace(model.post, sustain_blocks=4)
-    table = BlockTable(memory=model.memory, sustain=4, capacity=1)
-    row = np.array([table.allocate()])
-    for i in range(3):
-        sustained_z(table, row, np.zeros((1, 2)), np.array([[True, True]]), np.array([i]), p)
-    assert table.sseen[row[0]].tolist() == [0, 0]  # ring not full yet
-    sustained_z(table, row, np.zeros((1, 2)), np.array([[True, False]]), np.array([3]), p)
-    assert table.sseen[row[0]].tolist() == [1, 0]  # the coarse ring holds an invalid one
+    """An invalid novelty keeps the mean out until k valid ones follow it."""
+    valid = np.ones(100, dtype=bool)
+    valid[60] = False  # a block whose novelty could not be computed
+    _, seen = _sustained(np.full(100, 0.05), k=16, valid=valid)
+    assert seen[14] == 0 and seen[15] == 1  # the first full ring
+    assert seen[59] == 45  # one mean per block since
+    assert seen[60:76] == [45] * 16  # the invalid one is in the ring for 16 blocks
+    assert seen[76] == 46  # then the means resume
 
 
 def test_one_alarm_per_event_across_channels() -> None:
@@ -227,10 +227,12 @@ def test_one_alarm_per_event_across_channels() -> None:
     table = BlockTable.for_model(model, capacity=1)
     row = np.array([table.allocate()])
     reported = {}
-    for count, score in [(10, 0.5), (20, 0.4), (30, 0.5), (40, 0.6), (60, 0.0), (113, 0.3)]:
+    steps = [(10, 0.5), (20, 0.4), (30, 0.5), (40, 0.6), (60, 0.0), (112, 0.3), (113, 0.3)]
+    for count, score in steps:
         table.count[row] = count
         reported[count] = one_alarm_per_event(table, row, np.array([score]), 72)[0]
-    assert reported == {10: 0.5, 20: 0.0, 30: 0.0, 40: 0.6, 60: 0.0, 113: 0.3}
+    # 112 is 72 readings after 40: still the same event; 113 is past it.
+    assert reported == {10: 0.5, 20: 0.0, 30: 0.0, 40: 0.6, 60: 0.0, 112: 0.0, 113: 0.3}
     assert table.alast[row[0]] == 113 and table.alevel[row[0]] == 0.3
 
 
@@ -411,8 +413,8 @@ def test_an_upgrade_that_adds_the_sustained_ring_keeps_the_memory(tmp_path: Path
     assert table.count[row] == count + 300 and all(math.isfinite(g) for g in got)
 
 
-def test_an_upgrade_of_another_memory_restarts_the_streams(tmp_path: Path) -> None:
-    """A different memory cannot be carried: the streams start their warm-up again."""
+def test_an_upgrade_of_another_coarse_scale_restarts_the_streams(tmp_path: Path) -> None:
+    """Another coarse scale means another memory layout: the streams warm up again."""
     _block_model_without_sustain(tmp_path)
     engine = AnomalyEngine(tmp_path)
     engine.add_stream("pump", BLOCK_MODEL)
@@ -429,3 +431,33 @@ def test_an_upgrade_of_another_memory_restarts_the_streams(tmp_path: Path) -> No
     _, _, kept = engine.reload_model(BLOCK_MODEL)
     table = engine._models[BLOCK_MODEL].table
     assert kept is False and table.count[engine._streams["pump"].row] == 0
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("sustain_weight", "nan", "must be finite"),
+        ("sustain_weight", "inf", "must be finite"),
+        ("sustain_sd_floor", "nan", "must be finite"),
+        ("sustain_weight", "-0.5", "must be >= 0"),
+        ("sustain_alpha", "0", "(0, 1]"),
+        ("event_readings", "-1", "must be >= 0"),
+    ],
+)
+def test_a_model_with_broken_post_parameters_is_refused(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    """A non-finite or negative parameter would silence a stream for good: refused at load."""
+    import onnx
+
+    from cityedge.anomaly.model import load_model
+
+    model = onnx.load(str(MODELS / BLOCK_MODEL / f"{BLOCK_MODEL}.onnx"))
+    for entry in model.metadata_props:
+        if entry.key == key:
+            entry.value = value
+    (tmp_path / BLOCK_MODEL).mkdir()
+    onnx.save(model, str(tmp_path / BLOCK_MODEL / f"{BLOCK_MODEL}.onnx"))
+    with pytest.raises(ValueError, match="metadata incomplete or invalid") as err:
+        load_model(tmp_path, BLOCK_MODEL)
+    assert message in str(err.value) and (key in str(err.value) or "must be" in str(err.value))

@@ -26,7 +26,7 @@ Contract:
   alarms once across its channels (only a higher score within 72 readings).
 * **Compact state.** ``AnomalyEngine.state_bytes_per_stream``: 6,624 bytes
   for ``block_novelty`` (the default; memory of 512 block summaries, a ring
-  of 16 novelties per scale and 24 scalars), 2,080 for ``window_novelty``
+  of 16 novelties per scale and 28 eight-byte values), 2,080 for ``window_novelty``
   (window of 512 and four scalars).
 * Non-finite readings score 0 and leave the state unchanged.
 

@@ -50,13 +50,16 @@ class BlockTable(RowPool):
     running sum/max/min of the current block, the running minimum and maximum
     of every reading seen so far (the scale; causal, never the series'
     future), the running mean, variance and suppression reference of the
-    novelty per scale, and for records the memory's highest maximum and
-    lowest minimum, its highest and lowest block mean, and a suppression
-    reference for each kind of record. Rows are reused after a stream is removed; arrays
-    double when full.
+    novelty per scale; for the sustained novelty a ring of the last
+    ``sustain`` novelties per scale (NaN until valid) and the running count,
+    mean and variance of their means; for records the memory's highest
+    maximum and lowest minimum, its highest and lowest block mean, and a
+    suppression reference for each kind of record; and the reading count and
+    level of the last reported score (one alarm per event). Rows are reused
+    after a stream is removed; arrays double when full.
     """
 
-    def __init__(self, memory: int, sustain: int = 0, capacity: int = 16) -> None:
+    def __init__(self, memory: int, sustain: int = 0, *, capacity: int = 16) -> None:
         self.memory = memory
         self.sustain = sustain
         self.mem = np.full((capacity, memory, 3), np.inf, dtype=np.float32)
@@ -89,7 +92,7 @@ class BlockTable(RowPool):
     @classmethod
     def for_model(cls, model: BlockModel, capacity: int = 16) -> BlockTable:
         """A table laid out for ``model`` (its memory and sustained ring)."""
-        return cls(model.memory, model.post.sustain_blocks, capacity)
+        return cls(model.memory, model.post.sustain_blocks, capacity=capacity)
 
     @property
     def capacity(self) -> int:
@@ -107,6 +110,8 @@ class BlockTable(RowPool):
         sustained ring of another length) stays fresh and fills as blocks
         complete. Only for tables of the same memory, block and coarse scale.
         """
+        if other.memory != self.memory:
+            raise ValueError("adopt: the tables' memories differ; the stream must restart")
         for name in ("mem", "ring", *_SCALARS, *_PER_SCALE):
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine.shape[1:] == theirs.shape[1:]:
@@ -260,7 +265,8 @@ def score_channels(
         ready_blocks = count[pos] // s - 2 * length
         z = np.maximum(z, p.sustain_weight * sustained_z(table, r, d, valid, ready_blocks, p))
     score = z / (z + p.score_scale)
-    score = np.where(count[pos] > p.warmup, score, 0.0)
+    # Never let a non-finite score into the reference: it would silence the stream for good.
+    score = np.where((count[pos] > p.warmup) & np.isfinite(score), score, 0.0)
     ref = table.ref[r]
     out[pos] = np.maximum(out[pos], np.where(score > ref, score, 0.0))
     longest = max(p.suppress_half_life_max, p.suppress_half_life)
@@ -287,8 +293,10 @@ def sustained_z(
 
     Per scale, the mean is compared with the stream's own long-run mean and
     variance of such means (exponential, rate ``sustain_alpha``, like the
-    long window of an anomaly likelihood), the standard deviation floored at
-    ``sustain_sd_floor`` (a fraction of the stream's range): 0 until the
+    long window of an anomaly likelihood), the standard deviation widened by
+    ``sustain_sd_floor`` (a fraction of the stream's range, added in
+    quadrature, so a stream whose means never vary is not infinitely
+    sensitive): 0 until the
     ring holds ``sustain_blocks`` valid novelties and ``sustain_min_count``
     means have been seen. Returns the larger z of the scales, at least 0.
     """

@@ -11,6 +11,8 @@ Two kinds, told apart by the ``kind`` metadata entry (``window`` when absent):
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,7 @@ class PostParams:
     ``record_half_life`` counts readings. ``sustain_blocks`` > 0 turns on the
     sustained part of the novelty (the mean novelty of the last
     ``sustain_blocks`` blocks against its own long-run mean and variance, rate
-    ``sustain_alpha``, standard deviation floored at ``sustain_sd_floor``,
+    ``sustain_alpha``, standard deviation widened by ``sustain_sd_floor``,
     weighted by ``sustain_weight``). ``event_readings`` > 0 turns on one
     alarm per event across the channels: within that many readings of a
     reported score, only a higher one is reported. Models without these keys
@@ -98,10 +100,15 @@ class _OnnxModel:
             )
             if self.post.record_scale < 0 or self.post.record_half_life <= 0:
                 raise ValueError("record_scale must be >= 0 and record_half_life > 0")
+            bad = [k for k, v in dataclasses.asdict(self.post).items() if not math.isfinite(v)]
+            if bad:
+                raise ValueError(f"{', '.join(bad)}: must be finite numbers")
             if min(self.post.sustain_blocks, self.post.event_readings) < 0:
                 raise ValueError("sustain_blocks and event_readings must be >= 0")
-            if not 0 < self.post.sustain_alpha <= 1 or self.post.sustain_sd_floor < 0:
-                raise ValueError("sustain_alpha must be in (0, 1], sustain_sd_floor >= 0")
+            if not 0 < self.post.sustain_alpha <= 1:
+                raise ValueError("sustain_alpha must be in (0, 1]")
+            if min(self.post.sustain_weight, self.post.sustain_sd_floor) < 0:
+                raise ValueError("sustain_weight and sustain_sd_floor must be >= 0")
             if self.post.suppress_half_life_max < self.post.suppress_half_life:
                 raise ValueError("suppress_half_life_max must be >= suppress_half_life")
             self.thresholds = {
