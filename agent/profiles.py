@@ -8,9 +8,12 @@ A profile is a TOML file in ``firmware-profiles/<vendor>/<model>.toml``; see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cityedge.alerts import AlertRule
+
+if TYPE_CHECKING:
+    from cityedge.readings import Value
 
 RegisterType = Literal["coil", "discrete_input", "holding", "input"]
 DataType = Literal[
@@ -139,6 +142,12 @@ class FieldMap:
     model: str | None = None
     alert: AlertRule | None = None
     options: dict[str, object] = field(default_factory=dict)
+
+    def engineering(self, raw: Value) -> Value:
+        """:func:`scale_value` for a number; a boolean, text or None as it is."""
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            return raw
+        return scale_value(raw, self.scale, self.offset)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from structlog.testing import capture_logs
 from cityedge.config.model import BusConfig, DeviceConfig, SiteConfig
 from cityedge.config.profile_loader import load_profile
 from cityedge.drivers.ble import bthome
-from cityedge.drivers.ble.driver import BleSource, CounterStore, build_source
+from cityedge.drivers.ble.counters import CounterStore
+from cityedge.drivers.ble.driver import BleSource, build_source
 from cityedge.drivers.ble.scanner import Advert, is_passive_unsupported, or_patterns
 from cityedge.profiles import FieldMap, Profile
 from cityedge.readings import Quality, Reading

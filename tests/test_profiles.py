@@ -16,7 +16,7 @@ from cityedge.config.profile_loader import (
     load_profile,
 )
 from cityedge.errors import ConfigError, Problem
-from cityedge.profiles import AddressRange, WriteRange
+from cityedge.profiles import AddressRange, FieldMap, WriteRange
 
 HEAD = """\
 [profile]
@@ -286,3 +286,13 @@ def test_arbitrary_profile_text_never_crashes(text: str) -> None:
         (Path(folder) / "x/y.toml").write_text(HEAD + text, encoding="utf-8", errors="replace")
         profile, found = check_profile(Path(folder), "x/y")
         assert (profile is None) == bool(found)
+
+
+def test_a_field_scales_numbers_and_leaves_other_values_as_they_are() -> None:
+    """FieldMap.engineering: raw * scale + offset for numbers only (BLE and serial fields)."""
+    f = FieldMap(key="t", name="temperature", scale=0.1, offset=-40.0)
+    assert f.engineering(2301) == 190.1  # 12 significant digits, not 190.10000000000002
+    assert f.engineering(True) is True and f.engineering(None) is None
+    assert f.engineering("ok") == "ok"
+    same = FieldMap(key="n", name="count")
+    assert same.engineering(7) == 7 and isinstance(same.engineering(7), int)

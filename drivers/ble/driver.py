@@ -18,12 +18,18 @@ One :class:`BleSource` per ``ble`` bus. A scanner (bleak in production, any
    (``bad_mic`` for a wrong bind key, ``truncated``, ``not_encrypted``...).
 5. Encrypted BTHome: a counter not above the last accepted one is rejected
    (``replayed``). The last counter per MAC is persisted in
-   ``<state_dir>/ble.json`` (TinyDB, written atomically and fsynced before
-   the readings leave), so a restart does not reopen replays. A corrupt
-   file is moved aside (``ble.json.corrupt``) and logged; protection then
-   restarts from the next packet each tag sends.
+   ``<state_dir>/ble.json`` by :class:`~.counters.CounterStore` (TinyDB,
+   written atomically and fsynced before the readings leave), so a restart
+   does not reopen replays. A corrupt file is moved aside
+   (``ble.json.corrupt``) and logged; protection then restarts from the
+   next packet each tag sends.
 6. Values map to points through the profile's ``[[fields]]``; values no
    field maps are counted (``unmapped``). RSSI goes in ``Reading.meta``.
+
+Picking the payload and decoding it (steps 2 and 4) are the pure functions
+of :mod:`.adverts`, scaling (step 6) is the profile's
+:meth:`~cityedge.profiles.FieldMap.engineering`; the counter file of step 5
+is :mod:`.counters`; this module holds the source that runs the steps.
 
 No adapter (no D-Bus, no BlueZ, no ``hciN``): ``ble_adapter_missing`` is
 logged once with what to do, every point of the bus's devices is reported
@@ -37,24 +43,20 @@ scanning stops the adverts without an error).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
-from tinydb import Query, TinyDB
-from tinydb.storages import Storage
 
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise
-from cityedge.drivers.ble import bthome, ruuvi
+from cityedge.drivers.ble import bthome
+from cityedge.drivers.ble.adverts import Decoded, decode_advert, payload_of
+from cityedge.drivers.ble.counters import CounterStore
 from cityedge.drivers.ble.scanner import (
     DEFAULT_QUEUE_SIZE,
     Advert,
@@ -67,7 +69,7 @@ from cityedge.drivers.ble.scanner import (
     is_passive_unsupported,
 )
 from cityedge.profiles import FieldMap
-from cityedge.readings import Quality, Reading, Value, utc_now
+from cityedge.readings import Quality, Reading, utc_now
 from cityedge.sources import SourceContext
 from cityedge.tasks import cancel_and_wait
 
@@ -82,155 +84,6 @@ PASSIVE_HINT = (
     "passive scanning needs BlueZ >= 5.56 started with --experimental and "
     "Linux >= 5.10; scanning actively instead (tags receive scan requests)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    values: dict[str, Value]
-    units: dict[str, str]
-    key: int | None  # BTHome packet id or Ruuvi sequence: what makes an advert new
-    counter: int | None  # encrypted BTHome only
-
-
-def decode_advert(codec: str, raw: bytes, mac: str, bind_key: bytes | None) -> Decoded:
-    """Pure: one device's payload to values. DecodeError on anything malformed."""
-    if codec == "ruuvi":
-        tag = ruuvi.parse(raw)
-        units = tag.to_dict()["units"]
-        x, y, z = tag.acceleration_g
-        values: dict[str, Value] = {
-            "temperature": tag.temperature,
-            "humidity": tag.humidity,
-            "pressure_pa": tag.pressure_pa,
-            "acceleration_x": x,
-            "acceleration_y": y,
-            "acceleration_z": z,
-            "battery_v": tag.battery_v,
-            "tx_power_dbm": tag.tx_power_dbm,
-            "movement_counter": tag.movement_counter,
-        }
-        units.update({f"acceleration_{a}": "g" for a in "xyz"})
-        return Decoded(values, units, tag.sequence, None)
-    packet = bthome.parse(raw, mac, bind_key)
-    values = packet.values()
-    packet_id = values.pop("packet_id", None)
-    key = packet_id if isinstance(packet_id, int) and not isinstance(packet_id, bool) else None
-    return Decoded(values, packet.units(), key, packet.counter)
-
-
-def payload_of(codec: str, advert: Advert) -> bytes | None:
-    """The bytes the device's codec reads, if the advert carries them."""
-    if codec == "ruuvi":
-        return advert.manufacturer_data.get(ruuvi.COMPANY_ID)
-    return advert.service_data.get(bthome.SERVICE_UUID)
-
-
-def scaled(value: Value, fm: FieldMap) -> Value:
-    """raw x scale + offset for numbers; without binary artefacts (2301 x 0.1)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return value
-    if fm.scale == 1.0 and fm.offset == 0.0:
-        return value
-    return float(f"{value * fm.scale + fm.offset:.12g}")
-
-
-class _AtomicJSONStorage(Storage):
-    """TinyDB storage that replaces the file atomically and fsyncs it.
-
-    TinyDB's JSONStorage rewrites the file in place: a power cut mid-write
-    leaves it corrupt, and with it the replay protection.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        if not text.strip():
-            return None
-        data = json.loads(text)  # ValueError on a corrupt file: the caller decides
-        if not isinstance(data, dict):
-            raise ValueError("top level is not an object")
-        return data
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-
-class CounterStore:
-    """Last accepted BTHome counter per MAC, in TinyDB; never raises on I/O.
-
-    Memory is the truth while running; every change is written through. A
-    file that is not what we wrote is set aside and rewritten from memory.
-    """
-
-    TABLE = "bthome_counters"
-
-    def __init__(self, path: Path, log: Any) -> None:
-        self.path = path
-        self._log = log
-        self._last: dict[str, int] = {}
-        self._write_failing = False
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = TinyDB(str(path), storage=_AtomicJSONStorage)
-        try:
-            docs = self._db.table(self.TABLE).all()
-        except OSError as exc:
-            docs = []
-            log.error("ble_state_unreadable", path=str(path), error=str(exc),
-                      hint="BTHome replay counters are kept in memory only")  # fmt: skip
-        except Exception as exc:  # not JSON, or not the layout TinyDB writes
-            docs = []
-            self._set_aside(exc)
-        for doc in docs:
-            mac, counter = doc.get("mac"), doc.get("counter")
-            if isinstance(mac, str) and isinstance(counter, int) and not isinstance(counter, bool):
-                self._last[mac] = counter
-
-    def _set_aside(self, exc: Exception) -> None:
-        aside = self.path.with_name(self.path.name + ".corrupt")
-        with contextlib.suppress(OSError):
-            os.replace(self.path, aside)
-        self._log.error(
-            "ble_state_corrupt", path=str(self.path), moved_to=str(aside), error=str(exc),
-            hint="BTHome replay protection restarts from the next packet of each tag",
-        )  # fmt: skip
-        self._db.close()
-        self._db = TinyDB(str(self.path), storage=_AtomicJSONStorage)
-
-    def get(self, mac: str) -> int | None:
-        return self._last.get(mac)
-
-    def set(self, mac: str, counter: int) -> None:
-        self._last[mac] = counter
-        try:
-            try:
-                self._db.table(self.TABLE).upsert({"mac": mac, "counter": counter},
-                                                  Query().mac == mac)  # fmt: skip
-            except (ValueError, TypeError, AttributeError, KeyError) as exc:  # damaged meanwhile
-                self._set_aside(exc)
-                table = self._db.table(self.TABLE)
-                table.insert_multiple({"mac": m, "counter": c} for m, c in self._last.items())
-        except OSError as exc:  # disk full, read-only: log once until a write succeeds
-            if not self._write_failing:
-                self._log.error("ble_state_write_failed", path=str(self.path), error=str(exc))
-            self._write_failing = True
-            return
-        if self._write_failing:
-            self._write_failing = False
-            self._log.info("ble_state_write_recovered", path=str(self.path))
-
-    def close(self) -> None:
-        self._db.close()
 
 
 @dataclass(eq=False)
@@ -491,7 +344,7 @@ class BleSource(Source):
                 Reading(
                     device=dev.config.id,
                     point=fm.name,
-                    value=scaled(value, fm),
+                    value=fm.engineering(value),
                     unit=unit,
                     ts=advert.ts,
                     quality=quality,

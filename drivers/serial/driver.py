@@ -3,8 +3,9 @@
 Layers: :mod:`.transport` moves bytes (pyserial, read by the event loop),
 the codec's framer (:mod:`.framing`) cuts them into frames and resyncs after
 garbage, the codec (:mod:`.pms5003`, :mod:`.sds011`, :mod:`.nmea`,
-:mod:`.generic`) turns a frame into named values, and the profile's
-``[[fields]]`` name them as points. This module schedules the three.
+:mod:`.generic`, each adapted to the driver by :mod:`.codecs`) turns a frame
+into named values, and the profile's ``[[fields]]`` name them as points.
+This module schedules the three.
 
 What it does about faults, once per episode rather than once per frame:
 
@@ -36,7 +37,7 @@ import asyncio
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -46,15 +47,8 @@ import structlog
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import DecodeError, ReadingSink, Source, supervise
-from cityedge.drivers.serial import nmea, pms5003, sds011
-from cityedge.drivers.serial.framing import (
-    Framer,
-    NmeaFramer,
-    Pms5003Framer,
-    Rejection,
-    Sds011Framer,
-)
-from cityedge.drivers.serial.generic import GenericCodec, SpecError, load_codec
+from cityedge.drivers.serial.codecs import Decoded, LatestFix, NmeaCodec, make_codec
+from cityedge.drivers.serial.framing import Framer, Rejection
 from cityedge.drivers.serial.transport import LineSettings, SerialTransport
 from cityedge.errors import ConfigError, Problem, TransientError
 from cityedge.profiles import FieldMap
@@ -65,185 +59,6 @@ if TYPE_CHECKING:
     from cityedge.sources import SourceContext
 
 DEFAULT_SILENCE_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """What one data frame yields: named values, and protocol metadata for ``meta``."""
-
-    values: dict[str, Value]
-    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class LatestFix:
-    """The last valid GPS fix: receiver UTC time, position, and when it arrived here.
-
-    ``time`` is the receiver's time of the fix (RMC marks the start of its
-    epoch, so the sentence arrives a few hundred ms later at 9600 baud);
-    ``received_at`` is the gateway's clock at arrival and ``received_mono``
-    the monotonic clock, to age the fix without trusting the wall clock.
-    """
-
-    time: datetime
-    lat: float
-    lon: float
-    received_at: datetime
-    received_mono: float
-
-    def age_s(self) -> float:
-        return time.monotonic() - self.received_mono
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "time": format_ts(self.time),
-            "lat": self.lat,
-            "lon": self.lon,
-            "received_at": format_ts(self.received_at),
-            "age_s": round(self.age_s(), 3),
-        }
-
-
-def _flatten(raw: Mapping[str, Any], drop: frozenset[str]) -> dict[str, Value]:
-    """A codec's dict as scalar values; a list ``counts`` becomes ``counts.0``, ``counts.1``..."""
-    out: dict[str, Value] = {}
-    for key, value in raw.items():
-        if key in drop:
-            continue
-        if isinstance(value, list | tuple):
-            out.update({f"{key}.{i}": v for i, v in enumerate(value)})
-        else:
-            out[key] = value
-    return out
-
-
-class SensorCodec:
-    """A codec as the driver sees it: a framer, a frame decoder, and the sensor's commands."""
-
-    name = ""
-    empty_reason = "no_value"  # why a value the frame left empty is a bad reading
-
-    def framer(self) -> Framer:
-        raise NotImplementedError
-
-    def decode(self, frame: bytes, ts: datetime) -> Decoded | None:
-        """A data frame's values; None for a sound frame without data (an ack, a reply)."""
-        raise NotImplementedError
-
-    def mode_command(self, passive: bool) -> bytes | None:
-        return None
-
-    def read_command(self) -> bytes | None:
-        return None
-
-
-class Pms5003Codec(SensorCodec):
-    name = "pms5003"
-    _drop = frozenset({"count_sizes_um"})  # constant labels of the counts, not values
-
-    def framer(self) -> Framer:
-        return Pms5003Framer()
-
-    def decode(self, frame: bytes, ts: datetime) -> Decoded | None:
-        if not pms5003.is_data_frame(frame):
-            return None  # acknowledgement of a mode or sleep command
-        return Decoded(_flatten(pms5003.decode_frame(frame).to_dict(), self._drop))
-
-    def mode_command(self, passive: bool) -> bytes:
-        return pms5003.cmd_passive_mode() if passive else pms5003.cmd_active_mode()
-
-    def read_command(self) -> bytes:
-        return pms5003.cmd_read()
-
-
-class Sds011Codec(SensorCodec):
-    name = "sds011"
-
-    def framer(self) -> Framer:
-        return Sds011Framer()
-
-    def decode(self, frame: bytes, ts: datetime) -> Decoded | None:
-        result = sds011.decode_frame(frame)
-        if isinstance(result, sds011.Sds011Reply):
-            return None
-        values = _flatten(result.to_dict(), frozenset({"type", "device_id"}))
-        return Decoded(values, {"sensor_id": result.device_id})
-
-    def mode_command(self, passive: bool) -> bytes:
-        return sds011.cmd_set_reporting_mode(query=passive)
-
-    def read_command(self) -> bytes:
-        return sds011.cmd_query_data()
-
-
-class NmeaCodec(SensorCodec):
-    """GGA and RMC; other sentences (GSV, GSA, VTG, TXT...) are sound but carry nothing we map."""
-
-    name = "nmea"
-    empty_reason = "no_fix"
-    _drop = frozenset({"type", "talker"})
-
-    def __init__(self) -> None:
-        self.fix: LatestFix | None = None
-
-    def framer(self) -> Framer:
-        return NmeaFramer()
-
-    def decode(self, frame: bytes, ts: datetime) -> Decoded | None:
-        try:
-            parsed = nmea.parse(frame.decode("ascii"))
-        except DecodeError as exc:
-            if exc.reason == "unsupported":
-                return None
-            raise
-        if isinstance(parsed, nmea.Rmc) and parsed.valid:
-            stamp, lat, lon = parsed.timestamp, parsed.lat, parsed.lon
-            if stamp is not None and lat is not None and lon is not None:
-                self.fix = LatestFix(stamp, lat, lon, ts, time.monotonic())
-        meta = {"sentence": type(parsed).__name__.upper(), "talker": parsed.talker}
-        return Decoded(_flatten(parsed.to_dict(), self._drop), meta)
-
-
-class GenericSensorCodec(SensorCodec):
-    """A line or frame sensor described in the profile's ``[codec]`` table."""
-
-    name = "generic"
-
-    def __init__(self, codec: GenericCodec) -> None:
-        self.codec = codec
-
-    def framer(self) -> Framer:
-        return self.codec.framer()
-
-    def decode(self, frame: bytes, ts: datetime) -> Decoded | None:
-        return Decoded(self.codec.decode(frame))
-
-
-def make_codec(device: DeviceConfig) -> SensorCodec:
-    """The device's codec from its profile; ConfigError if it cannot serve the device."""
-    profile = device.profile
-    codec: SensorCodec
-    if profile.codec == "pms5003":
-        codec = Pms5003Codec()
-    elif profile.codec == "sds011":
-        codec = Sds011Codec()
-    elif profile.codec == "nmea":
-        codec = NmeaCodec()
-    elif profile.codec == "generic":
-        try:
-            codec = GenericSensorCodec(load_codec(profile.codec_options))
-        except SpecError as exc:
-            raise _config_error(device, "profile", f"{profile.name}: {exc}") from None
-    else:
-        raise _config_error(device, "profile", f"{profile.name} is not a serial sensor profile")
-    if device.options.get("sensor_mode") == "passive" and codec.read_command() is None:
-        message = f"sensor_mode = passive needs a sensor with a read command, not {codec.name}"
-        raise _config_error(device, "sensor_mode", message)
-    return codec
-
-
-def _config_error(device: DeviceConfig, key: str, message: str) -> ConfigError:
-    return ConfigError([Problem("(config)", device.line, f"devices.{device.id}.{key}", message)])
 
 
 class _RejectionLog:
@@ -422,7 +237,7 @@ class SerialSensorSource(Source):
             if raw is None:
                 out.append(self._bad(field, self.codec.empty_reason, ts))
                 continue
-            out.append(self._reading(field, _scaled(field, raw), ts, decoded.meta))
+            out.append(self._reading(field, field.engineering(raw), ts, decoded.meta))
         return out
 
     def _reading(
@@ -541,15 +356,6 @@ class SerialSensorSource(Source):
             fix = self.codec.fix
             out["fix"] = fix.as_dict() if fix is not None else None
         return out
-
-
-def _scaled(field: FieldMap, raw: Value) -> Value:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        return raw
-    if field.scale == 1.0 and field.offset == 0.0:
-        return raw
-    # 37 * 0.1 is 3.7000000000000006 in binary; 12 significant digits drop the artefact.
-    return float(f"{raw * field.scale + field.offset:.12g}")
 
 
 def build_source(
