@@ -44,17 +44,6 @@ def _train() -> ModuleType:
     return module
 
 
-def synthetic(train: ModuleType, seed: int, n: int) -> tuple[list[np.ndarray], list[int]]:
-    rng = np.random.default_rng(seed)
-    series, onsets = [], []
-    for _ in range(n):
-        length = int(rng.integers(2000, 6000))
-        at = int(rng.integers(int(0.3 * length), int(0.9 * length)))
-        series.append(train.inject(rng, train.normal_series(rng, length), at))
-        onsets.append(at)
-    return series, onsets
-
-
 def scores(model_dir: Path, series: list[np.ndarray]) -> list[np.ndarray]:
     """Every series through one engine, one batched tick per reading, as the agent runs."""
     engine = AnomalyEngine(model_dir)
@@ -83,7 +72,7 @@ def main() -> None:
     print(f"# bench_anomaly_unseen {datetime.now():%Y-%m-%d} {machine()}")
     print(f"{'seed':>5} {'version':9} " + " ".join(f"{p:>26}" for p in train.PROFILES))
     for seed in (int(s) for s in args.seeds.split(",")):
-        series, onsets = synthetic(train, seed, args.series)
+        series, onsets = train.synthetic_set(seed, args.series)
         for name, folder in (("baseline", args.baseline), ("candidate", args.candidate)):
             out = scores(folder, series)
             cells = []

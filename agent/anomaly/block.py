@@ -272,13 +272,30 @@ def score_channels(
     longest = max(p.suppress_half_life_max, p.suppress_half_life)
     half_life = np.clip(count[pos] / s, p.suppress_half_life, longest)
     table.ref[r] = np.maximum(ref * 0.5 ** (1.0 / half_life), score)
-    seen = seen + valid
-    alpha = np.where(valid, np.maximum(p.stats_alpha, 1.0 / np.maximum(seen, 1)), 0.0)
-    delta = d - mean
-    table.mean[r] = mean + alpha * delta
-    table.var[r] = np.where(valid, (1.0 - alpha) * (var + alpha * delta * delta), var)
-    table.scored[r] = seen
+    table.scored[r], table.mean[r], table.var[r] = running_stats(
+        d, valid, seen, mean, var, p.stats_alpha
+    )
     return out
+
+
+def running_stats(
+    x: npt.NDArray[np.float64],
+    ok: npt.NDArray[np.bool_],
+    seen: IntArray,
+    mean: npt.NDArray[np.float64],
+    var: npt.NDArray[np.float64],
+    rate: float,
+) -> tuple[IntArray, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """One step of an exponential mean and variance, where ``ok`` (elsewhere unchanged).
+
+    The weight is at least 1/seen, so the first values count in full (a plain
+    mean) until ``rate`` takes over. ``x`` must be finite where not ok.
+    """
+    seen = seen + ok
+    alpha = np.where(ok, np.maximum(rate, 1.0 / np.maximum(seen, 1)), 0.0)
+    delta = x - mean
+    var = np.where(ok, (1.0 - alpha) * (var + alpha * delta * delta), var)
+    return seen, mean + alpha * delta, var
 
 
 def sustained_z(
@@ -296,9 +313,8 @@ def sustained_z(
     long window of an anomaly likelihood), the standard deviation widened by
     ``sustain_sd_floor`` (a fraction of the stream's range, added in
     quadrature, so a stream whose means never vary is not infinitely
-    sensitive): 0 until the
-    ring holds ``sustain_blocks`` valid novelties and ``sustain_min_count``
-    means have been seen. Returns the larger z of the scales, at least 0.
+    sensitive): 0 until the ring holds ``sustain_blocks`` valid novelties
+    and ``sustain_min_count`` means have been seen. Returns the larger z of the scales, at least 0.
     """
     ring = table.ring[rows]
     ring[np.arange(len(rows)), ready_blocks % table.sustain] = np.where(valid, d, np.nan)
@@ -309,10 +325,7 @@ def sustained_z(
     seen, mean, var = table.sseen[rows], table.smean[rows], table.svar[rows]
     sd = np.sqrt(var + p.sustain_sd_floor**2 + 1e-12)
     z = np.where(ok & (seen >= p.sustain_min_count), (m - mean) / sd, 0.0)
-    seen = seen + ok
-    alpha = np.where(ok, np.maximum(p.sustain_alpha, 1.0 / np.maximum(seen, 1)), 0.0)
-    delta = m - mean
-    table.smean[rows] = mean + alpha * delta
-    table.svar[rows] = np.where(ok, (1.0 - alpha) * (var + alpha * delta * delta), var)
-    table.sseen[rows] = seen
+    table.sseen[rows], table.smean[rows], table.svar[rows] = running_stats(
+        m, ok, seen, mean, var, p.sustain_alpha
+    )
     return np.asarray(np.maximum(z, 0.0).max(axis=1), dtype=np.float64)
