@@ -50,9 +50,9 @@ class Detector:
 class BatchDetector:
     """``n`` independent streams scored together, one session call per tick."""
 
-    def __init__(self, n: int, model: str = DEFAULT_MODEL) -> None:
+    def __init__(self, n: int, model: str = DEFAULT_MODEL, model_dir: Path | None = None) -> None:
         self.n = n
-        self.engine = AnomalyEngine(default_model_dir())
+        self.engine = AnomalyEngine(model_dir or default_model_dir())
         for i in range(n):
             self.engine.add_stream(i, model)
 
@@ -106,5 +106,6 @@ def make() -> Detector:
     return Detector()
 
 
-def make_batch(n: int) -> BatchDetector:
-    return BatchDetector(n)
+def make_batch(n: int, model_dir: Path | None = None) -> BatchDetector:
+    """``n`` streams of the default model, from ``model_dir`` (default: the shipped one)."""
+    return BatchDetector(n, model_dir=model_dir)

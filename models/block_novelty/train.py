@@ -14,7 +14,6 @@ give the same bytes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from datetime import datetime
@@ -315,18 +314,15 @@ def calibrate_on_nab(model_bytes: bytes, nab_dir: Path) -> tuple[dict[str, float
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / NAME).mkdir()
         (Path(tmp) / NAME / f"{NAME}.onnx").write_bytes(model_bytes)
-        old = os.environ.get("CITYEDGE_MODELS")
-        os.environ["CITYEDGE_MODELS"] = tmp
-        try:
-            from cityedge.anomaly import nab as agent_nab
+        from cityedge.anomaly import AnomalyEngine
+        from cityedge.anomaly import nab as agent_nab
 
-            spec = nab_detectors.DetectorSpec(agent_nab.make, agent_nab.make_batch)
-            scores, _ = harness.run_batch(spec, series)
-        finally:
-            if old is None:
-                del os.environ["CITYEDGE_MODELS"]
-            else:
-                os.environ["CITYEDGE_MODELS"] = old
+        here = Path(tmp)  # the model under test, not the shipped one
+        spec = nab_detectors.DetectorSpec(
+            lambda: agent_nab.Detector(AnomalyEngine(here)),
+            lambda n: agent_nab.make_batch(n, model_dir=here),
+        )
+        scores, _ = harness.run_batch(spec, series)
     results = {s.key: (None, sc) for s, sc in zip(series, scores, strict=True)}
     corpus = nab_scorer.build_corpus(results, data_dir, labels)
     chosen = {name: corpus.optimise(cost)[0] for name, cost in costs.items()}
