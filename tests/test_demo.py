@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from cityedge.config.loader import load_config
-from cityedge.sim.demo import BLE, LORA, MODBUS, DemoReport, _demo
+from cityedge.sim.demo import (
+    BLE,
+    LORA,
+    MODBUS,
+    DemoReport,
+    Ports,
+    _demo,
+    profiles_dir,
+    write_config,
+)
 
 FAULTS = ("tampered", "gap", "unknown_key", "malformed", "reordered", "topic_mismatch")
 
@@ -56,3 +65,17 @@ def test_tank_level_alert_reaches_the_hub(report: tuple[DemoReport, Path]) -> No
     """The pumping station's level crosses the profile's threshold: an alert at the hub."""
     result, _ = report
     assert result.alerts_at_hub >= 1
+
+
+def test_a_relative_workdir_gives_the_agent_the_paths_the_demo_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bash dev.sh demo` passes the relative default demo-state: the signer socket,
+    outbox and serial lines in the config must be the ones the demo creates, not
+    demo-state/demo-state/... (the loader reads relative paths against the config's folder)."""
+    monkeypatch.chdir(tmp_path)
+    Path("demo-state").mkdir()
+    config = load_config(write_config(Path("demo-state"), Ports(), profiles_dir()))
+    here = tmp_path / "demo-state"
+    assert config.signing.socket == here / "signer.sock"
+    assert config.storage.path == here / "outbox.sqlite"

@@ -216,6 +216,9 @@ def _device(dev_id: str, bus: str, profile: str, **keys: object) -> list[str]:
 
 
 def write_config(workdir: Path, ports: Ports, pdir: Path) -> Path:
+    # Absolute paths: the loader reads relative ones against the config file's
+    # folder, which is workdir itself (demo-state/demo-state/signer.sock).
+    workdir = workdir.resolve()
     lines = [f'profiles_dir = "{pdir}"', 'log_level = "warning"']
     lines += _table("[site]", id="demo-city", gateway_id="gw-demo-01",
                     latitude=SITE[0], longitude=SITE[1])  # fmt: skip
@@ -550,6 +553,7 @@ async def _demo(
 
 def run_demo(workdir: Path, seconds: float) -> int:
     logs.configure("warning")
+    workdir = workdir.resolve()  # the default --workdir is relative (demo-state)
     try:
         report = asyncio.run(_demo(workdir, seconds))
     except KeyboardInterrupt:
