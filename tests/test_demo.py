@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,20 @@ FAULTS = ("tampered", "gap", "unknown_key", "malformed", "reordered", "topic_mis
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoReport, Path]:
-    workdir = tmp_path_factory.mktemp("demo")
-    # A shortened drill: the broker is away from 8 s to 11 s of a 20 s run.
-    result = asyncio.run(_demo(workdir, 20.0, outage_at_s=8.0, outage_for_s=3.0, show=False))
-    return result, workdir
+    parent = tmp_path_factory.mktemp("demo")
+    # As `bash dev.sh demo` runs it: a relative workdir (its default is
+    # demo-state), so paths the agent reads from the config must resolve to
+    # the ones the demo creates. A shortened drill: the broker is away from
+    # 8 s to 11 s of a 20 s run.
+    here = os.getcwd()
+    os.chdir(parent)
+    try:
+        result = asyncio.run(
+            _demo(Path("demo-state"), 20.0, outage_at_s=8.0, outage_for_s=3.0, show=False)
+        )
+    finally:
+        os.chdir(here)
+    return result, parent / "demo-state"
 
 
 @pytest.mark.slow
