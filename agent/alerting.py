@@ -28,10 +28,15 @@ def rules_from(config: Config) -> dict[tuple[str, str], AlertRule]:
 
 
 # A device that stops answering (or that a drill silences) raises a yellow
-# "device_down" alert on its pseudo-point "_device"; it clears on the first good reading.
+# "device_down" alert on its pseudo-point "_device". It clears after the device
+# has answered DOWN_CLEAR_AFTER times in a row, so a device that flaps keeps
+# one alert raised instead of making one per flap. No cool-down: once cleared,
+# the next outage is a new alert, however soon it comes (a cool-down here hid
+# a second outage, and made a repeated drill fail).
 DOWN_REASONS = frozenset({"timeout", "unreachable", "silent", "no_adapter", "bad_response"})
-DEVICE_DOWN = AlertRule(levels=(None, 1.0, None), hysteresis=0.5, clear_after=1,
-                        cooldown_s=300.0, kind="device_down")  # fmt: skip
+DOWN_CLEAR_AFTER = 3
+DEVICE_DOWN = AlertRule(levels=(None, 1.0, None), hysteresis=0.5, clear_after=DOWN_CLEAR_AFTER,
+                        cooldown_s=0.0, kind="device_down")  # fmt: skip
 
 
 class AlertEngine:

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cityedge.alerting import AlertEngine
 from cityedge.alerts import AlertRule, AlertTracker, Level
+from cityedge.readings import Quality, Reading
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PM25 = AlertRule(levels=(25.0, 50.0, 75.0), hysteresis=5.0, clear_after=3, cooldown_s=600)
@@ -93,3 +95,31 @@ def test_events_are_well_formed(values: list[float]) -> None:
         else:
             assert state == "raised"
             state = "idle"
+
+
+def _device_batch(t: int, down: bool) -> list[Reading]:
+    ts = T0 + timedelta(seconds=t)
+    if down:
+        return [Reading("meter-1", "voltage", None, "V", ts, Quality.BAD, reason="timeout")]
+    return [Reading("meter-1", "voltage", 230.0, "V", ts)]
+
+
+def _down_transitions(pattern: str) -> list[str]:
+    """Feed one batch per character (d: the device is down, u: it answers), every 10 s."""
+    engine = AlertEngine({}, "gw-1")
+    out = []
+    for i, c in enumerate(pattern):
+        for rec in engine.on_readings(_device_batch(10 * i, c == "d")):
+            assert rec["point"] == "_device" and rec["kind"] == "device_down"
+            out.append(f"{i}:{rec['transition']}")
+    return out
+
+
+def test_every_outage_after_a_recovery_raises_its_own_device_down_alert() -> None:
+    """A second outage a minute after the first is alerted (a cool-down once hid it)."""
+    assert _down_transitions("uddduuuuddd") == ["1:raised", "6:cleared", "8:raised"]
+
+
+def test_a_flapping_device_keeps_one_alert_raised() -> None:
+    """Down, up, down, up...: cleared only after the device answers three times in a row."""
+    assert _down_transitions("ududududuuu") == ["1:raised", "10:cleared"]
