@@ -99,6 +99,7 @@ class Agent:
 
     def _make_sender(self, config: Config) -> Sender:
         seal = None if self.signer is None else UplinkSealer(self.signer, config.site.gateway_id)
+        self.sealer = seal
         sender = Sender(
             config.uplink,
             self.outbox,
@@ -228,7 +229,12 @@ class Agent:
         task.add_done_callback(self._command_tasks.discard)
 
     async def _reload_quietly(self, reason: str) -> None:
-        await self.reload(reason)
+        # systemd (systemctl reload): RELOADING=1 now, READY=1 when done.
+        self.ops.notifier.reloading()
+        try:
+            await self.reload(reason)
+        finally:
+            self.ops.notifier.ready(f"polling {len(self.config.devices)} devices")
 
     async def _watch_config(self, every_s: float = 5.0) -> None:
         """Reload when the config file changes (its size, time or content)."""
@@ -384,15 +390,26 @@ class Agent:
             out[src.name] = st
         return out
 
+    def _active_alerts(self) -> dict[str, int]:
+        """Alerts raised and not cleared, per level (status, metrics, health)."""
+        counts = dict.fromkeys(("blue", "yellow", "red"), 0)
+        for _alert_id, level in self.alerts.tracker.active().values():
+            counts[level.label] += 1
+        return counts
+
     def _signer_status(self) -> dict[str, Any] | None:
         if self.signer is None:
             return None
         s = self.sender.stats
-        return {
+        out: dict[str, Any] = {
             "state": "down" if s.signer_down_since is not None else "ok",
             "down_since": s.signer_down_since,
             "failures": s.signer_errors,
         }
+        if self.sealer is not None:
+            out["latency_sum_s"] = self.sealer.sealer.latency_sum_s
+            out["latency_count"] = self.sealer.sealer.latency_count
+        return out
 
     async def _summaries(self) -> None:
         while True:
@@ -428,6 +445,7 @@ class Agent:
                 "reconnects": s.reconnects,
                 "batches_published": s.batches_published,
                 "batches_acked": s.batches_acked,
+                "batches_nacked": s.batches_nacked,
                 "readings_acked": s.readings_acked,
                 "live_batches": s.live_batches,
                 "backlog_batches": s.backlog_batches,
@@ -439,7 +457,7 @@ class Agent:
             "reload": self.last_reload,
             "anomaly": self.anomaly.status(),
             "alerts": {
-                "active": len(self.alerts.tracker.active()),
+                "active": self._active_alerts(),
                 "raised": {lvl.label: n for lvl, n in self.alerts.tracker.raised.items()},
                 "unacknowledged": self.alert_store.unacked(),
             },

@@ -28,7 +28,7 @@ from cityedge import (
 )
 from cityedge.cli_status import render_status
 from cityedge.cli_util import DEFAULT_SOCKET
-from cityedge.errors import EXIT_CONFIG, EXIT_OK
+from cityedge.errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 
 __all__ = ["DEFAULT_SOCKET", "main", "parser", "render_status"]
 
@@ -47,7 +47,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--profiles", type=Path, help="profiles folder (default: see docs/config.md)")
 
     r = sub.add_parser("run", help="run the agent (what the systemd unit starts)")
-    r.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG)
+    r.add_argument(
+        "config_file", nargs="?", type=Path, metavar="CONFIG", help="the TOML config file"
+    )
+    r.add_argument(
+        "--config", "-c", type=Path, help=f"the same, as an option (default {DEFAULT_CONFIG})"
+    )
     r.add_argument("--profiles", type=Path)
     r.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
 
@@ -112,6 +117,14 @@ def _run(args: argparse.Namespace) -> int:
     from cityedge import logs
     from cityedge.config.loader import check_config
 
+    if args.config_file and args.config and args.config_file != args.config:
+        print(
+            f"cityedge run: two config files given ({args.config_file} and --config "
+            f"{args.config}); give one",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    args.config = args.config_file or args.config or DEFAULT_CONFIG
     config, problems = check_config(args.config, args.profiles)
     if config is not None:
         # Profile updates installed by signed command live in the state folder.

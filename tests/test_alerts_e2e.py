@@ -117,6 +117,9 @@ async def test_threshold_alert_raised_acked_and_resent(
                 "yellow", "raised", "feeder-1",
             )  # fmt: skip
             assert first["value"] == 251.0 and first["evidence"]["recent"]
+            # Status (and so metrics and health) count it as active, by level.
+            snap = await agent._status({})
+            assert snap["alerts"]["active"] == {"blue": 0, "yellow": 1, "red": 0}
             # Unacknowledged: it comes again.
             await wait(lambda: any(a.get("resent") for a in recorder.alerts()), 10)
             # The cloud acknowledges it; the agent answers on the events topic.

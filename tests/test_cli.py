@@ -54,6 +54,19 @@ def test_check_names_every_mistake_with_its_line(tmp_path: Path) -> None:
         )
 
 
+def test_run_takes_the_config_as_an_argument_or_an_option(tmp_path: Path) -> None:
+    """`cityedge run FILE` (docs/config.md) and `--config FILE` (the unit) both read FILE."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[site]\nid = 'x'\n")
+    given = (("run", str(cfg)), ("run", "--config", str(cfg)), ("run", str(cfg), "-c", str(cfg)))
+    for args in given:
+        out = cityedge(*args)
+        assert out.returncode == 78 and f"{cfg}:" in out.stderr, (args, out.stderr)
+    other = tmp_path / "other.toml"
+    out = cityedge("run", str(cfg), "--config", str(other))
+    assert out.returncode == 2 and "two config files given" in out.stderr
+
+
 def test_run_refuses_a_bad_config_with_exit_78(tmp_path: Path) -> None:
     """`cityedge run` on a bad config exits 78 (systemd's RestartPreventExitStatus) and says why."""
     cfg = tmp_path / "bad.toml"

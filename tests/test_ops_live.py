@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
 import time
 import urllib.request
@@ -60,6 +63,18 @@ async def test_drill_metrics_health_and_read_on_a_live_agent(
                 except BlockingIOError:
                     break
             assert b"READY=1" in got and got.count(b"WATCHDOG=1") >= 2
+            # SIGHUP (systemctl reload): RELOADING=1, then READY=1 once reloaded.
+            os.kill(os.getpid(), signal.SIGHUP)
+            got = b""
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        got += notify.recv(4096) + b"\n"
+                if b"READY=1" in got.partition(b"RELOADING=1")[2]:
+                    break
+            assert b"MONOTONIC_USEC=" in got.partition(b"RELOADING=1")[2], got
+            assert b"READY=1" in got.partition(b"RELOADING=1")[2], got
             # Metrics over HTTP, in Prometheus text format.
             url = f"http://127.0.0.1:{metrics_port}/metrics"
             body = await asyncio.to_thread(

@@ -132,6 +132,13 @@ def test_signed_chain_signer_outage_memory_and_downlink(
         wait_until(lambda: len(results()) >= 5, 20, "five command results")
         got = results()
         assert sum(1 for r in got if r["ok"]) == 1
+        # The status it answered carries the signer's latency (the metrics' summary).
+        status = next(r for r in got if r["ok"])["result"]
+        assert isinstance(status, dict)
+        signer_status = status["signer"]
+        assert signer_status["latency_count"] > 0 and signer_status["latency_sum_s"] > 0
+        assert signer_status["failures"] > 0  # the outage above
+        assert status["uplink"]["batches_nacked"] == 0
         errors = " | ".join(str(r.get("error")) for r in got if not r["ok"])
         for reason in ("bad_signature", "expired", "replayed_nonce", "not_allowed"):
             assert reason in errors, errors

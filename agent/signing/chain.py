@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -126,6 +127,9 @@ class BatchSealer:
         self.signer = signer
         self.gateway_id = gateway_id
         self._info: KeyInfo | None = None
+        # Successful signatures and the time they took (metrics: signer latency).
+        self.latency_sum_s = 0.0
+        self.latency_count = 0
 
     def seal(self, body: bytes, state: ChainState) -> tuple[bytes, ChainState]:
         """The envelope for ``body`` and the chain state to store with it."""
@@ -140,6 +144,9 @@ class BatchSealer:
             self._info = self.signer.key_info()
         fields = LinkFields(self.gateway_id, self._info.algorithm, self._info.key_id)
         header, signed = _link(state, fields, body)
+        started = time.perf_counter()
         sigs = self.signer.sign(digest_of(signed), self._info.key_id)
+        self.latency_sum_s += time.perf_counter() - started
+        self.latency_count += 1
         envelope = seal(header, body, sigs)
         return envelope, ChainState(state.epoch, header.seq, link_hash_of(signed))
