@@ -674,6 +674,19 @@ def test_anomaly_watch_names_real_devices_and_points(tmp_path: Path) -> None:
     assert got == {(16, "anomaly.watch[0].device"), (17, "anomaly.watch[1].point")}, problems
 
 
+def test_a_watched_device_with_its_own_problem_is_reported_once(tmp_path: Path) -> None:
+    """A typo in a watched device's profile is reported at the device, not also at the watch."""
+    text = (
+        f'profiles_dir = "{REPO_PROFILES}"\n' + SITE_LINES + '[buses.tcp]\ntype = "modbus-tcp"\n'
+        '[[devices]]\nid = "m1"\nbus = "tcp"\nunit_id = 1\nprofile = "eastron/sdm63"\n'
+        "[anomaly]\nwatch = [\n"
+        '  {device = "m1", point = "frequency"},\n'
+        "]\n"
+    )
+    got, problems = where(tmp_path, text)
+    assert got == {(13, "devices[0].profile")}, problems
+
+
 def test_ble_silence_restart_reaches_the_driver(tmp_path: Path) -> None:
     """The BLE bus's silence_restart_s is validated and handed to the driver."""
     from cityedge.drivers.ble.driver import build_source

@@ -340,7 +340,8 @@ def check_config(
     buses = top.get("buses", {})
     raw_devices = _validate_devices(ctx, top.get("devices", []), buses)
     devices = _devices(ctx, raw_devices, buses, pdir, overlay)
-    _check_watch(ctx, top.get("anomaly"), devices)
+    declared = [d["id"] for d in top.get("devices", []) if isinstance(d, dict) and "id" in d]
+    _check_watch(ctx, top.get("anomaly"), devices, [str(i) for i in declared])
     if ctx.problems:
         own = str(path)
         return None, sorted(ctx.problems, key=lambda p: (p.file != own, p.file, p.line))
@@ -415,8 +416,14 @@ def _devices(
     return built
 
 
-def _check_watch(ctx: Context, anomaly: Any, devices: list[DeviceConfig]) -> None:
-    """[anomaly] watch entries name a configured device and a point of its profile."""
+def _check_watch(
+    ctx: Context, anomaly: Any, devices: list[DeviceConfig], declared: list[str]
+) -> None:
+    """[anomaly] watch entries name a configured device and a point of its profile.
+
+    A device that is in the file but has problems of its own is not reported
+    again here: its own lines say what is wrong with it.
+    """
     if not isinstance(anomaly, AnomalyConfig):
         return
     by_id = {d.id: d for d in devices}
@@ -424,7 +431,9 @@ def _check_watch(ctx: Context, anomaly: Any, devices: list[DeviceConfig]) -> Non
         key: Key = ("anomaly", "watch", n)
         dev = by_id.get(w.device)
         if dev is None:
-            ctx.report((*key, "device"), "unknown device", ", ".join(by_id) or "none", w.device)
+            if w.device not in declared:
+                allowed = ", ".join(declared) or "none"
+                ctx.report((*key, "device"), "unknown device", allowed, w.device)
             continue
         names = [p.name for p in dev.profile.points] + [f.name for f in dev.profile.fields]
         if w.point not in names:
