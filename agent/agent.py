@@ -369,6 +369,14 @@ class Agent:
                 "see `cityedge status` for their last values"
             )
         points = req.get("points") or None
+        if points:
+            names = [p.name for p in dev.profile.points] + [f.name for f in dev.profile.fields]
+            unknown = [str(p) for p in points if p not in names]
+            if unknown:
+                raise ValueError(
+                    f"{dev.id} has no point {', '.join(map(repr, unknown))} "
+                    f"(its profile {dev.profile_name} has: {', '.join(names)})"
+                )
         readings = await read_now(dev.id, points)
         return {"device": dev.id, "readings": [r.to_record() for r in readings]}
 

@@ -88,6 +88,9 @@ async def test_drill_metrics_health_and_read_on_a_live_agent(
             answer = await request(sock, "read", device="meter-1", points=["voltage_l1_n"])
             assert answer["ok"], answer
             assert [r["point"] for r in answer["readings"]] == ["voltage_l1_n"]
+            answer = await request(sock, "read", device="meter-1", points=["voltage_l9"])
+            assert not answer["ok"] and "meter-1 has no point 'voltage_l9'" in answer["error"]
+            assert "voltage_l1_n" in answer["error"], answer  # what the profile has
             # The drill, against the live agent (no signer on this one: that step is skipped).
             runner = DrillRunner(sock, device="meter-2", cut_s=2.0, step_timeout_s=20.0,
                                  poll_s=0.2)  # fmt: skip
