@@ -245,13 +245,15 @@ def parse_listen(value: str) -> tuple[str, int]:
     """``"127.0.0.1:9108"`` or ``"[::1]:9108"`` -> (host, port); ValueError says what is wrong."""
     host, sep, port = value.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9108 (got {value!r})")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:9108")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"port {port} is out of range (1..65535)")
     try:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
-            raise ValueError(f"host must be an IP address or localhost (got {host!r})") from None
+            raise ValueError(f"host must be an IP address or localhost, not {host!r}") from None
     return host, int(port)
 
 

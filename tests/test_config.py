@@ -687,6 +687,17 @@ def test_a_watched_device_with_its_own_problem_is_reported_once(tmp_path: Path) 
     assert got == {(13, "devices[0].profile")}, problems
 
 
+def test_a_bad_metrics_listen_says_what_is_wrong_once(tmp_path: Path) -> None:
+    """metrics.listen: the problem, what is allowed and what was given, each said once."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(SITE_LINES + '[metrics]\nlisten = "127.0.0.1:99999"\n')
+    _config, problems = check_config(cfg)
+    assert len(problems) == 1, problems
+    text = str(problems[0])
+    assert "metrics.listen: port 99999 is out of range (1..65535)" in text
+    assert text.count("got") == 1 and "keep metrics on loopback" in text
+
+
 def test_ble_silence_restart_reaches_the_driver(tmp_path: Path) -> None:
     """The BLE bus's silence_restart_s is validated and handed to the driver."""
     from cityedge.drivers.ble.driver import build_source

@@ -273,7 +273,7 @@ def path(kind: str | None = None) -> Check:
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
-SIZE_HINT = 'bytes as an integer, or a string like "256MiB" (B, kB, MB, GB, KiB, MiB, GiB)'
+SIZE_HINT = 'bytes as an integer, or a string like "256MiB" (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)'
 
 
 def size(lo: int = 1) -> Check:
