@@ -290,6 +290,11 @@ def test_rtu_devices_need_unit_id_1_to_247(site: Path) -> None:
     )
     (problem,) = problems_of(write(site, "gw.toml", text))
     assert (problem.line, problem.path) == (19, "devices[1].unit_id")
+    assert "broadcast" in str(problem) and "1..247 on modbus-rtu" in str(problem)
+    # A wrong type on an RTU bus names the RTU range too (it said 0..247).
+    typed = text.replace('bus = "s"\nunit_id = 0', 'bus = "s"\nunit_id = "2"')
+    (problem,) = problems_of(write(site, "gw.toml", typed))
+    assert "must be an integer (allowed: 1..247 on modbus-rtu buses" in str(problem)
 
 
 def test_duplicate_device_ids_are_errors(site: Path) -> None:

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from cityedge.config.checks import (
+    Check,
     Context,
     Field,
     Fields,
@@ -26,6 +27,23 @@ from cityedge.config.checks import (
     text,
 )
 from cityedge.config.toml_lines import Key
+
+
+def rtu_unit_id() -> Check:
+    """A Modbus RTU unit id: 1..247 (0 is the broadcast address, said so)."""
+    base = integer(1, 247)
+    allowed = "1..247 on modbus-rtu buses"
+
+    def check(ctx: Context, value: Any, key: Key) -> int:
+        if value == 0 and not isinstance(value, bool):
+            raise Invalid("0 is the RTU broadcast address, not a device", allowed)
+        try:
+            return base(ctx, value, key)
+        except Invalid as exc:
+            raise Invalid(exc.message, allowed) from None
+
+    return check
+
 
 HOST = text(r"[A-Za-z0-9_.:%\[\]-]+", hint="a host name or IP address")
 PORT = integer(1, 65535)
@@ -136,7 +154,7 @@ BUS_OPTIONS: dict[str, Fields] = {
 # Device keys per bus type, beyond the common ones (id, bus, profile, ...).
 DEVICE_OPTIONS: dict[str, Fields] = {
     "modbus-tcp": {"unit_id": Field(integer(0, 247), required=True)},
-    "modbus-rtu": {"unit_id": Field(integer(0, 247), required=True)},
+    "modbus-rtu": {"unit_id": Field(rtu_unit_id(), required=True)},
     "opcua": {},
     "serial-sensor": {"sensor_mode": Field(choice("active", "passive"))},
     "lorawan-udp": {

@@ -499,9 +499,6 @@ def _device_bus(
         allowed = ", ".join(buses) or "none: declare one as [buses.NAME]"
         ctx.report((*key, "bus"), f"unknown bus{hint}", allowed, name)
         return None
-    if bus is not None and bus.get("type") == "modbus-rtu" and dev.get("unit_id") == 0:
-        message = "0 is the RTU broadcast address, not a device"
-        ctx.report((*key, "unit_id"), message, "1..247 on modbus-rtu buses", 0)
     return bus
 
 
