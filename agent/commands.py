@@ -4,10 +4,15 @@ Commands arrive on ``<prefix>/<site>/<gateway>/cmd`` as JSON
 ``{"id": "...", "cmd": "ack_alert", "args": {...}}``. Every command gets a
 result on the events topic (``{"type": "command_result", "id", "cmd", "ok",
 "result" | "error"}``), through the outbox like everything else. Anything
-malformed is a named, counted, logged rejection, answered when it has an id.
+malformed is a named, counted, logged rejection, answered when it has an id;
+a rejection also carries ``"reason"``, its code (``expired``,
+``replayed_nonce``...), so the hub need not parse the text.
 
 A ``verify`` hook sits in front of dispatch: the security layer plugs in
-there to accept only commands signed by the city's authority.
+there to accept only commands signed by the city's authority. It returns
+(command, None) to go ahead, or (None or the command's id and name, reason):
+a signed command refused for its age, target, nonce or policy is still
+answered under its own id.
 """
 
 from __future__ import annotations
@@ -59,10 +64,14 @@ class CommandRouter:
 
     async def handle(self, payload: bytes) -> None:
         cmd, reason = self.verify(payload)
-        if cmd is None:
-            self.rejected[reason or "malformed"] += 1
+        if cmd is None or reason is not None:
+            reason = reason or "malformed"
+            code = reason.split(":", 1)[0]
+            self.rejected[code] += 1
             log.warning("command_rejected", reason=reason, size=len(payload))
-            await self._reply(_peek_id(payload), None, False, f"rejected: {reason}")
+            cid = cmd.get("id") if cmd else _peek_id(payload)
+            name = str(cmd["cmd"]) if cmd and "cmd" in cmd else None
+            await self._reply(cid, name, False, f"rejected: {reason}", reason=code)
             return
         name, cid = str(cmd["cmd"]), cmd.get("id")
         handler = self.handlers.get(name)
@@ -83,9 +92,13 @@ class CommandRouter:
         log.info("command_done", cmd=name, id=cid)
         await self._reply(cid, name, True, result)
 
-    async def _reply(self, cid: Any, name: str | None, ok: bool, body: Any) -> None:
+    async def _reply(
+        self, cid: Any, name: str | None, ok: bool, body: Any, reason: str | None = None
+    ) -> None:
         msg: dict[str, Any] = {"type": "command_result", "id": cid, "cmd": name, "ok": ok}
         msg["result" if ok else "error"] = body
+        if reason is not None:
+            msg["reason"] = reason
         await self.answer(msg)
 
 

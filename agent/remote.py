@@ -61,7 +61,9 @@ class RemoteCommands:
         verdict = self.verifier.check(payload)
         if not verdict.ok or verdict.command is None:
             detail = f"{verdict.reason}: {verdict.detail}" if verdict.detail else verdict.reason
-            return None, detail
+            known = verdict.command  # signed and parsed: answer under its own id
+            named = None if known is None else {"cmd": known.command, "id": known.nonce}
+            return named, detail or "malformed"
         cmd = verdict.command
         return {"cmd": cmd.command, "args": cmd.args, "id": cmd.nonce}, None
 

@@ -143,6 +143,14 @@ def test_signed_chain_signer_outage_memory_and_downlink(
         for reason in ("bad_signature", "expired", "replayed_nonce", "not_allowed"):
             assert reason in errors, errors
         assert "outside" in errors
+        # Each refusal carries its reason code; a signed command refused for its age,
+        # nonce or policy is answered under its own id (the nonce), so the hub can match it.
+        refused = {r["reason"]: r for r in got if not r["ok"]}
+        assert set(refused) == {"bad_signature", "expired", "replayed_nonce", "not_allowed"}
+        for reason in ("expired", "replayed_nonce", "not_allowed"):
+            assert isinstance(refused[reason]["id"], str) and len(refused[reason]["id"]) >= 16
+            assert refused[reason]["cmd"] in ("status", "write_point")
+        assert refused["bad_signature"]["id"] is None  # a forgery names nothing we trust
         assert stop_agent(proc, log) == 0
     finally:
         if proc.poll() is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from cityedge.signing.algorithms import HYBRID, SoftwareKey
 from cityedge.signing.downlink import (
@@ -70,6 +71,7 @@ def test_expired(age: float) -> None:
     """Outside ±300 s (old, or from the future) is expired."""
     verdict = verifier().check(sign_command(write(40, at=NOW - age), AUTHORITY))
     assert verdict.reason == "expired"
+    assert ("s in the future" if age < 0 else "s old") in verdict.detail
 
 
 def test_replayed_nonce() -> None:
@@ -129,7 +131,11 @@ def test_nonce_cache_persists(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["seen"]
     path.write_text("{broken")
     fresh = sign_command(write(41), AUTHORITY)
-    assert verifier(nonces=NonceCache(path=path)).check(fresh).reason == "expired"
+    with capture_logs() as logs:
+        cache = NonceCache(path=path)
+    assert [e["event"] for e in logs] == ["nonce_record_damaged"] and cache.damaged
+    verdict = verifier(nonces=cache).check(fresh)
+    assert verdict.reason == "expired" and "nonce record was damaged" in verdict.detail
 
 
 @settings(max_examples=300, deadline=None)

@@ -28,9 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from cityedge.signing.algorithms import ALG_BY_CODE, ALG_CODES, PublicKey, signature_sizes
 from cityedge.signing.envelope import digest_of
 from cityedge.signing.keys import SigningKey
+
+log = structlog.get_logger("cityedge.downlink")
 
 MAGIC = b"CEC1"
 _HEAD = struct.Struct(">4sB32sI")  # magic, algorithm, key id, body length
@@ -141,6 +145,7 @@ class NonceCache:
     max_entries: int = 10_000
     path: Path | None = None
     floor_ts: float = float("-inf")
+    damaged: bool = False  # the file was unreadable at start: floor_ts set a window ahead
     _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
@@ -150,10 +155,14 @@ class NonceCache:
                 self.floor_ts = float(doc.get("floor_ts", self.floor_ts))
                 for nonce, ts in sorted(doc["seen"].items(), key=lambda kv: kv[1]):
                     self._seen[str(nonce)] = float(ts)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 # A damaged file must not open a replay hole: refuse all that it could hold.
                 self.floor_ts = time.time() + self.window_s
                 self._seen.clear()
+                self.damaged = True
+                log.error("nonce_record_damaged", path=str(self.path), error=str(exc),
+                          hint="commands stamped before the floor are refused until it passes",
+                          floor_ts=self.floor_ts)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -233,9 +242,19 @@ class CommandVerifier:
         if cmd.target != self.gateway_id:
             return Verdict(False, "wrong_target", f"for {cmd.target!r}", cmd)
         now = self.clock()
-        if abs(now - cmd.ts) > self.window_s or cmd.ts <= self.nonces.floor_ts:
-            age = f"{now - cmd.ts:.0f} s old, window ±{self.window_s:.0f} s"
-            return Verdict(False, "expired", age, cmd)
+        if cmd.ts <= self.nonces.floor_ts and abs(now - cmd.ts) <= self.window_s:
+            why = (
+                "the nonce record was damaged and reset"
+                if self.nonces.damaged
+                else "the nonce record was full and evicted older nonces"
+            )
+            after = f"{self.nonces.floor_ts:.0f}"
+            floor = f"stamped before the replay floor ({why}); send it anew after {after}"
+            return Verdict(False, "expired", floor, cmd)
+        if abs(now - cmd.ts) > self.window_s:
+            age = now - cmd.ts
+            when = f"{age:.0f} s old" if age >= 0 else f"{-age:.0f} s in the future"
+            return Verdict(False, "expired", f"{when}, window ±{self.window_s:.0f} s", cmd)
         if self.nonces.seen(cmd.nonce):
             return Verdict(False, "replayed_nonce", cmd.nonce, cmd)
         self.nonces.add(cmd.nonce, cmd.ts, now)
