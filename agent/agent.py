@@ -111,6 +111,7 @@ class Agent:
         )
         sender.subscriptions = (sender.topic("cmd"),)
         sender.on_connect.append(self._birth)
+        sender.on_new_key = self._birth  # a rotated key: keys and attestation first
         return sender
 
     async def _birth(self, link: Link) -> None:

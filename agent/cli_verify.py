@@ -12,7 +12,8 @@ is tampered, malformed, a gap or signed by an unknown key; 0 otherwise;
 2 for a wrong option; 78 for a bad keys file.
 
 Only batch topics (``.../telemetry``, ``.../alerts``, ``.../events``) and key
-topics (``.../keys``: rotation statements) are checked; other messages of a
+topics (``.../keys``: the gateway's keys message, whose rotation statements
+are taken) are checked; other messages of a
 capture (``.../state``, commands) are skipped and counted.
 
 The keys file

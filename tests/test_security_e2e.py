@@ -151,6 +151,16 @@ def test_signed_chain_signer_outage_memory_and_downlink(
             assert isinstance(refused[reason]["id"], str) and len(refused[reason]["id"]) >= 16
             assert refused[reason]["cmd"] in ("status", "write_point")
         assert refused["bad_signature"]["id"] is None  # a forgery names nothing we trust
+        # A key rotated under the running signer: the retained keys topic follows
+        # (with the rotation statement), so a hub that learns keys from it verifies on.
+        keys.rotate(tmp_path / "keys", ED25519, machine_id_file=mid)
+        new_active = keys.public_keys(tmp_path / "keys")[-1].key_id.hex()
+
+        def announced() -> bool:
+            docs = [json.loads(p) for p in raw_messages(recorder, "/keys")]
+            return any(d.get("active") == new_active and d.get("rotations") for d in docs)
+
+        wait_until(announced, 20, "the rotated key on the keys topic")
         assert stop_agent(proc, log) == 0
     finally:
         if proc.poll() is None:
@@ -164,7 +174,7 @@ def test_signed_chain_signer_outage_memory_and_downlink(
     with recorder.lock:
         msgs = list(recorder.messages)
     for topic, payload in msgs:
-        if topic.endswith(("/telemetry", "/alerts", "/events")):
+        if topic.endswith(("/telemetry", "/alerts", "/events", "/keys")):
             findings += verifier.feed(topic, payload)
     findings += verifier.finish()
     bad = [f for f in findings if f.kind not in ("duplicate",)]

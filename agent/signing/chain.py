@@ -131,6 +131,11 @@ class BatchSealer:
         self.latency_sum_s = 0.0
         self.latency_count = 0
 
+    @property
+    def key_id(self) -> bytes | None:
+        """The id of the key the last batch was signed with (None before the first)."""
+        return None if self._info is None else self._info.key_id
+
     def seal(self, body: bytes, state: ChainState) -> tuple[bytes, ChainState]:
         """The envelope for ``body`` and the chain state to store with it."""
         try:

@@ -167,6 +167,19 @@ class Verifier:
             self._pending_rotations.append(data)  # its old key may be introduced later
         return []
 
+    def _keys_message(self, topic: str, payload: bytes) -> list[Finding]:
+        """The gateway's retained keys message: JSON whose ``rotations`` are base64 statements."""
+        try:
+            doc = json.loads(payload)
+            statements = [base64.b64decode(r, validate=True) for r in doc.get("rotations", [])]
+        except (ValueError, TypeError, AttributeError, binascii.Error):
+            detail = "keys message: not JSON with base64 rotations"
+            return [self._count(Finding("malformed", _topic_gateway(topic), topic, detail=detail))]
+        out: list[Finding] = []
+        for stmt in statements:
+            out += self.add_rotation(stmt, topic)
+        return out
+
     def _retry_pending(self) -> None:
         pending, self._pending_rotations = self._pending_rotations, []
         for data in pending:
@@ -178,6 +191,8 @@ class Verifier:
         """Check one message; returns its findings (empty when all is well)."""
         if is_rotation(payload):
             return self.add_rotation(payload, topic)
+        if topic.endswith("/keys"):
+            return self._keys_message(topic, payload)
         try:
             env = open_envelope(payload)
         except EnvelopeError as exc:

@@ -22,6 +22,11 @@ class UplinkSealer:
         self.sealer = BatchSealer(signer, gateway_id)
         self.sealed = 0
 
+    @property
+    def key_id(self) -> bytes | None:
+        """The key the last batch was sealed with (None before the first)."""
+        return self.sealer.key_id
+
     def __call__(self, payload: bytes, stored: str | None) -> tuple[bytes, str]:
         state = self._state(stored)
         envelope, new = self.sealer.seal(payload, state)

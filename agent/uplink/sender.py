@@ -89,6 +89,10 @@ class Sender:
         self._seal = seal
         self._signer_backoff = Backoff(0.5, 10.0)
         self.on_connect: list[Callable[[Link], Awaitable[None]]] = []  # birth messages
+        # Awaited before the first batch sealed with a new key is published (the
+        # keys message must reach the hub ahead of the batches it vouches for).
+        self.on_new_key: Callable[[Link], Awaitable[None]] | None = None
+        self._key_seen: bytes | None = None
         self.on_acked: Callable[[Batch], None] | None = None  # benchmarks, metrics
 
     def topic(self, kind: str) -> str:
@@ -188,6 +192,7 @@ class Sender:
                         self._signer_backoff.reset()
                 if batch is None:
                     break
+                await self._announce_key(link)
                 self._publish(link, batch)
                 progressed = True
             if not progressed:
@@ -212,6 +217,17 @@ class Sender:
     def _ack_many(self, batches: list[Batch]) -> None:
         for b in batches:
             self.outbox.ack(b.seq)
+
+    async def _announce_key(self, link: Link) -> None:
+        """A batch sealed with another key than the last: run on_new_key first."""
+        key_id = getattr(self._seal, "key_id", None)
+        if key_id is None:
+            return
+        changed = self._key_seen is not None and key_id != self._key_seen
+        self._key_seen = key_id
+        if changed and self.on_new_key is not None:
+            log.info("signing_key_changed", key_id=key_id.hex()[:16])
+            await self.on_new_key(link)
 
     def _publish(self, link: Link, batch: Batch) -> None:
         kind = KINDS[Priority(batch.prio)]
