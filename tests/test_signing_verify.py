@@ -228,3 +228,12 @@ def test_capture_file_round_trip(tmp_path: Path, key: SoftwareKey, clean: list[M
     path.write_text('{"topic":"t","payload":"AAAA"}\n{"topic":"t"}\n')
     with pytest.raises(CaptureError, match=r"cap\.jsonl:2"):
         list(read_capture(path))
+
+
+def test_the_gateways_keys_message_is_read_not_called_malformed() -> None:
+    """The retained keys topic carries JSON; a broken one is malformed, an empty one is fine."""
+    v = Verifier({"gw-1": []})
+    topic = "cityedge/site/gw-1/keys"
+    assert v.feed(topic, b'{"active": "00", "keys": [], "rotations": []}') == []
+    (bad,) = v.feed(topic, b'{"rotations": ["not base64!"]}')
+    assert bad.kind == "malformed" and "keys message" in bad.detail
