@@ -38,7 +38,7 @@ def rtu_unit_id() -> Check:
         if value == 0 and not isinstance(value, bool):
             raise Invalid("0 is the RTU broadcast address, not a device", allowed)
         try:
-            return base(ctx, value, key)
+            return int(base(ctx, value, key))
         except Invalid as exc:
             raise Invalid(exc.message, allowed) from None
 
