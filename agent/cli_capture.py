@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from cityedge.cli_util import UsageError, read_secret, say
 from cityedge.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from cityedge.uplink.link import stop_loop
 
 QUEUE_MAX = 10_000
 
@@ -160,7 +161,7 @@ class Subscriber:
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self._client.disconnect()
-        self._client.loop_stop()
+        stop_loop(self._client)
 
 
 def add_parser(sub: Any) -> None:

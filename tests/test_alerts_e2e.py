@@ -16,6 +16,7 @@ from cityedge.config.profile_loader import load_profile
 from cityedge.signing.algorithms import ED25519, SoftwareKey
 from cityedge.signing.downlink import new_command, sign_command
 from cityedge.sim.modbus_sim import ModbusSim
+from cityedge.uplink.link import stop_loop
 from tests.peers.mqtt import Broker, Recorder, free_port
 
 PROFILE = """
@@ -89,7 +90,7 @@ def send_command(port: int, topic: str, name: str, args: dict[str, object]) -> s
     c.loop_start()
     c.publish(topic, sign_command(cmd, AUTHORITY), qos=1).wait_for_publish(5)
     c.disconnect()
-    c.loop_stop()
+    stop_loop(c)
     return cmd.nonce
 
 

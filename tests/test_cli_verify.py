@@ -17,6 +17,7 @@ from cityedge.cli_verify import live_topics
 from cityedge.signing.algorithms import ED25519, HYBRID, SoftwareKey
 from cityedge.signing.chain import ChainState
 from cityedge.signing.verify import Message, read_capture, write_capture
+from cityedge.uplink.link import stop_loop
 from tests.peers.mqtt import Broker
 from tests.test_signing_verify import GW, TOPIC, capture, rotation
 
@@ -172,7 +173,7 @@ def publish(port: int, messages: list[tuple[str, bytes, bool]]) -> None:
             c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
     finally:
         c.disconnect()
-        c.loop_stop()
+        stop_loop(c)
 
 
 def start_cli(*argv: str) -> subprocess.Popen[str]:

@@ -16,6 +16,7 @@ from cityedge.config.profile_loader import load_profile
 from cityedge.signing.algorithms import ED25519, SoftwareKey
 from cityedge.signing.downlink import new_command, sign_command
 from cityedge.sim.modbus_sim import ModbusSim
+from cityedge.uplink.link import stop_loop
 from tests.peers.agent import PROFILES, write_config
 from tests.peers.mqtt import Broker, Recorder, free_port
 
@@ -37,7 +38,7 @@ def send(port: int, name: str, args: dict[str, Any]) -> str:
     c.loop_start()
     c.publish(CMD, sign_command(cmd, AUTHORITY), qos=1).wait_for_publish(5)
     c.disconnect()
-    c.loop_stop()
+    stop_loop(c)
     return cmd.nonce
 
 

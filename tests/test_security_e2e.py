@@ -15,6 +15,7 @@ from cityedge.signing import keys
 from cityedge.signing.algorithms import ED25519, PublicKey, SoftwareKey
 from cityedge.signing.downlink import new_command, sign_command
 from cityedge.signing.verify import Verifier
+from cityedge.uplink.link import stop_loop
 from tests.peers.agent import (
     SimProcess,
     start_agent,
@@ -61,7 +62,7 @@ def send(port: int, topic: str, payload: bytes) -> None:
     c.loop_start()
     c.publish(topic, payload, qos=1).wait_for_publish(5)
     c.disconnect()
-    c.loop_stop()
+    stop_loop(c)
 
 
 def test_signed_chain_signer_outage_memory_and_downlink(

@@ -149,3 +149,18 @@ async def test_rotated_certificates_are_used_without_a_restart(tmp_path: Path) -
         await task
         ob.close()
         ex.shutdown()
+
+
+def test_stop_loop_closes_pahos_wake_up_socket_pair() -> None:
+    """paho's loop_start opens a loopback socket pair that loop_stop leaves open."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from cityedge.uplink.link import stop_loop
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.loop_start()
+    pair = (client._sockpairR, client._sockpairW)
+    assert all(s is not None and s.fileno() >= 0 for s in pair)
+    stop_loop(client)
+    assert all(s is not None and s.fileno() == -1 for s in pair)  # closed, not left to the GC

@@ -60,6 +60,7 @@ from cityedge.sim.modbus_sim import ModbusSim
 from cityedge.sim.opcua_sim import OpcUaSim
 from cityedge.sim.serial_sim import PtySensor, nmea_builder, pms5003_builder
 from cityedge.uplink.codec import BadPayload, decode_batch
+from cityedge.uplink.link import stop_loop
 
 OUTAGE_AT_S = 30.0
 OUTAGE_FOR_S = 10.0
@@ -193,7 +194,7 @@ class Hub:
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_loop(self.client)
 
 
 @dataclass

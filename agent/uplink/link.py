@@ -199,12 +199,25 @@ class Link:
             )
             await asyncio.to_thread(_wait_published, info, 2.0)
             self.client.disconnect()
-        await asyncio.to_thread(self.client.loop_stop)
+        await asyncio.to_thread(stop_loop, self.client)
         if not graceful:
             # Drop the socket without DISCONNECT so the broker sends the will.
             sock = self.client.socket()
             if sock is not None:
                 sock.close()
+
+
+def stop_loop(client: mqtt.Client) -> None:
+    """``loop_stop``, then close paho's wake-up socket pair.
+
+    paho (2.2) opens a loopback TCP socket pair for each ``loop_start`` and
+    closes it only when the client is garbage-collected: two file
+    descriptors per connection linger until the collector runs, and a test
+    sees them as unclosed sockets.
+    """
+    client.loop_stop()
+    with contextlib.suppress(Exception):
+        client._reset_sockets(sockpair_only=True)
 
 
 def _wait_published(info: mqtt.MQTTMessageInfo, timeout_s: float) -> None:

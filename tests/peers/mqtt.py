@@ -17,6 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cityedge.uplink.codec import decode_batch
+from cityedge.uplink.link import stop_loop
 
 
 def free_port() -> int:
@@ -125,7 +126,7 @@ class Recorder:
     def stop(self) -> None:
         if self.client is not None:
             self.client.disconnect()
-            self.client.loop_stop()
+            stop_loop(self.client)
             self.client = None
 
     def batches(self, kind: str | None = None) -> list[dict[str, object]]:
