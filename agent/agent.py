@@ -235,7 +235,7 @@ class Agent:
         try:
             await self.reload(reason)
         finally:
-            self.ops.notifier.ready(f"polling {len(self.config.devices)} devices")
+            self.ops.ready()
 
     async def _watch_config(self, every_s: float = 5.0) -> None:
         """Reload when the config file changes (its size, time or content)."""
@@ -371,7 +371,7 @@ class Agent:
             )
         points = req.get("points") or None
         if points:
-            names = [p.name for p in dev.profile.points] + [f.name for f in dev.profile.fields]
+            names = dev.profile.point_names()
             unknown = [str(p) for p in points if p not in names]
             if unknown:
                 raise ValueError(
@@ -401,7 +401,7 @@ class Agent:
 
     def _active_alerts(self) -> dict[str, int]:
         """Alerts raised and not cleared, per level (status, metrics, health)."""
-        counts = dict.fromkeys(("blue", "yellow", "red"), 0)
+        counts = dict.fromkeys((lvl.label for lvl in self.alerts.tracker.raised), 0)
         for _alert_id, level in self.alerts.tracker.active().values():
             counts[level.label] += 1
         return counts

@@ -7,7 +7,7 @@ for the outbox's alert class: sent ahead of telemetry, dropped last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +20,7 @@ def rules_from(config: Config) -> dict[tuple[str, str], AlertRule]:
     """(device, point) -> rule, from every device's profile."""
     rules: dict[tuple[str, str], AlertRule] = {}
     for dev in config.devices:
-        items: Iterable[Any] = (*dev.profile.points, *dev.profile.fields)
-        for item in items:
+        for item in dev.profile.all_points():
             if item.alert is not None:
                 rules[(dev.id, item.name)] = item.alert
     return rules

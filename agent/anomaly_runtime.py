@@ -36,7 +36,6 @@ from cityedge.alerts import AlertRule
 from cityedge.anomaly import AnomalyEngine
 from cityedge.anomaly.nab import default_model_dir
 from cityedge.config.model import Config
-from cityedge.profiles import FieldMap, Point
 from cityedge.readings import Quality, Reading
 
 log = structlog.get_logger("cityedge.anomaly")
@@ -50,8 +49,7 @@ def watched(config: Config) -> dict[StreamKey, str]:
     """(device, point) -> model name, from profiles and the config's anomaly section."""
     out: dict[StreamKey, str] = {}
     for dev in config.devices:
-        items: list[Point | FieldMap] = [*dev.profile.points, *dev.profile.fields]
-        for item in items:
+        for item in dev.profile.all_points():
             if item.model:
                 out[(dev.id, item.name)] = item.model
     for w in config.anomaly.watch:

@@ -53,6 +53,10 @@ class Operations:
             loop.create_task(self._health_loop(), name="health"),
             loop.create_task(self._gps_time_loop(), name="gps-time"),
         ]
+        self.ready()
+
+    def ready(self) -> None:
+        """READY=1 for systemd, with what the agent is doing (after start and each reload)."""
         self.notifier.ready(f"polling {len(self.agent.config.devices)} devices")
 
     async def stop(self) -> None:

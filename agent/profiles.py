@@ -181,6 +181,13 @@ class Profile:
     sha256: str = ""  # of the file, for attestation
     extra: dict[str, object] = field(default_factory=dict)
 
+    def all_points(self) -> tuple[Point | FieldMap, ...]:
+        """Every value the device exposes: its Modbus points, then the other protocols' fields."""
+        return (*self.points, *self.fields)
+
+    def point_names(self) -> list[str]:
+        return [item.name for item in self.all_points()]
+
     def point(self, name: str) -> Point:
         for p in self.points:
             if p.name == name:

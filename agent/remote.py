@@ -19,7 +19,6 @@ import structlog
 
 from cityedge.commands import CommandError, CommandRouter
 from cityedge.errors import TransientError
-from cityedge.profiles import FieldMap, Point
 from cityedge.readings import Priority
 from cityedge.signing.downlink import Command, CommandVerifier, NonceCache
 from cityedge.uplink.link import state_payload
@@ -75,8 +74,7 @@ class RemoteCommands:
         if dev is None:
             return f"unknown device {cmd.args.get('device')!r}"
         name = cmd.args.get("point")
-        items: list[Point | FieldMap] = [*dev.profile.points, *dev.profile.fields]
-        item = next((i for i in items if i.name == name), None)
+        item = next((i for i in dev.profile.all_points() if i.name == name), None)
         if item is None:
             return f"device {dev.id} has no point {name!r}"
         if item.write is None:

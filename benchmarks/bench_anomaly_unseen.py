@@ -44,20 +44,6 @@ def _train() -> ModuleType:
     return module
 
 
-def scores(model_dir: Path, series: list[np.ndarray]) -> list[np.ndarray]:
-    """Every series through one engine, one batched tick per reading, as the agent runs."""
-    engine = AnomalyEngine(model_dir)
-    for k in range(len(series)):
-        engine.add_stream(k, MODEL)
-    out = [np.zeros(len(x)) for x in series]
-    now = datetime(2024, 1, 1)
-    for t in range(max(len(x) for x in series)):
-        batch = [(k, now, float(x[t])) for k, x in enumerate(series) if t < len(x)]
-        for k, s in engine.step(batch):
-            out[int(k)][t] = s  # type: ignore[call-overload]
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -74,7 +60,7 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         series, onsets = train.synthetic_set(seed, args.series)
         for name, folder in (("baseline", args.baseline), ("candidate", args.candidate)):
-            out = scores(folder, series)
+            out = train.run_engine(AnomalyEngine(folder), MODEL, series)
             cells = []
             for fp_w, fn_w in train.PROFILES.values():
                 null, perfect = -fn_w * len(series), float(len(series))

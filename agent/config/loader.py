@@ -435,7 +435,7 @@ def _check_watch(
                 allowed = ", ".join(declared) or "none"
                 ctx.report((*key, "device"), "unknown device", allowed, w.device)
             continue
-        names = [p.name for p in dev.profile.points] + [f.name for f in dev.profile.fields]
+        names = dev.profile.point_names()
         if w.point not in names:
             close = difflib.get_close_matches(w.point, names, n=1)
             hint = f", did you mean {close[0]!r}?" if close else ""
