@@ -74,6 +74,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from cityedge import logs
+
+    # Library warnings in cityedge's own format, and none it already handles
+    # (`run`, `demo` and the signer configure logging fully themselves).
+    logs.route_libraries()
     handler = {
         "check": _check,
         "run": _run,
