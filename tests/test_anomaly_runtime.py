@@ -13,6 +13,7 @@ import pytest
 from cityedge.anomaly import AnomalyEngine, BlockModel, BlockTable, StreamTable
 from cityedge.anomaly.block import one_alarm_per_event, score_block_rows, sustained_z
 from cityedge.anomaly.nab import DEFAULT_MODEL, make, make_batch
+from cityedge.anomaly.records import envelope_records
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MODEL = "window_novelty"
@@ -319,6 +320,63 @@ def test_block_mean_record_catches_a_level_inside_the_range() -> None:
     assert (first + 1) % 6 == 0  # at a block's completion
 
 
+def _chattering(n: int, onset: int, seed: int) -> np.ndarray:
+    """A flat reading with a rare excursion, then one in every block from ``onset``.
+
+    Every excursion stays inside the range the early ones set, and the block
+    means stay inside their band: only how often the peaks come changes.
+    """
+    rng = np.random.default_rng(seed)
+    x = 33.5 + rng.normal(0, 0.05, n)
+    rare = rng.choice(np.arange(200, onset - 50), 12, replace=False)
+    x[rare] += rng.uniform(2.0, 6.0, rare.size)  # the range: up to ~39.5
+    x[onset::6] += 2.3  # from the onset, a peak of ~35.8 in every block
+    return x
+
+
+def test_envelope_record_catches_peaks_that_come_back_every_block() -> None:
+    """Excursions inside the old range, but in every block: the peaks' floor breaks its record."""
+    x = _chattering(2400, 1800, 21)
+    quiet = 1e12  # score_scale: the shape novelty scores ~0, only records speak
+    with_envelope = _block_scores(x, score_scale=quiet)
+    without = _block_scores(x, score_scale=quiet, envelope_blocks=0)
+    assert without[1800:].max() < 0.2  # no range or block-mean record sees it
+    # Before the onset the envelope adds nothing near an alarm to the rare excursions' records.
+    assert (with_envelope[:1800] - without[:1800]).max() < 0.2
+    first = 1800 + int(np.argmax(with_envelope[1800:] > 0.5))
+    # The third block with a peak completes the first run of three.
+    assert 1800 + 12 <= first < 1800 + 24 and (first + 1) % 6 == 0
+
+
+def _envelope_call(mean_inside: bool, history: int, memory_blocks: int) -> tuple[float, float]:
+    """envelope_records on one stream whose last 3 blocks peak 1.0 above every earlier one."""
+    model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
+    assert isinstance(model, BlockModel)
+    p = dataclasses.replace(model.post, envelope_blocks=3, envelope_history=history)
+    table = BlockTable.for_model(model, capacity=1)
+    row = np.array([table.allocate()])
+    mem = np.full((1, model.memory, 3), np.inf, dtype=np.float32)
+    filled = mem[0, -memory_blocks:]
+    filled[:] = (0.0, 1.0, -1.0)  # block mean, maximum, minimum
+    filled[-3:, 1] = 2.0  # the last three blocks' peaks
+    table.memhi[row], table.memlo[row] = 2.0, -1.0
+    count = np.array([6 * memory_blocks])
+    score = envelope_records(table, row, mem, count, p, 6, np.array([mean_inside]))[0]
+    return float(score), float(table.eref[row[0]])
+
+
+def test_envelope_record_scores_a_new_floor_of_peaks_as_a_fraction_of_the_range() -> None:
+    score, ref = _envelope_call(True, history=128, memory_blocks=200)
+    e = 1.0 / 3.0  # 1.0 above the earlier floors, range 3.0
+    assert score == pytest.approx(e / (e + 0.1)) and ref == pytest.approx(score)
+
+
+def test_envelope_record_waits_for_its_history_and_leaves_levels_to_mean_records() -> None:
+    """Silent (and its reference untouched) with too few earlier runs, or a mean out of band."""
+    assert _envelope_call(True, history=200, memory_blocks=200) == (0.0, 0.0)
+    assert _envelope_call(False, history=128, memory_blocks=200) == (0.0, 0.0)
+
+
 def test_suppression_lasts_longer_in_an_older_stream() -> None:
     """The novelty's suppression half-life grows with the stream's age (up to its maximum)."""
     model = AnomalyEngine(MODELS).model_of_name(BLOCK_MODEL)
@@ -375,7 +433,8 @@ def _block_model_without_sustain(folder: Path) -> None:
     import onnx
 
     model = onnx.load(str(MODELS / BLOCK_MODEL / f"{BLOCK_MODEL}.onnx"))
-    off = {"sustain_blocks": "0", "event_readings": "0", "version": "3-like"}
+    off = {"sustain_blocks": "0", "event_readings": "0", "envelope_blocks": "0"}
+    off["version"] = "3-like"
     for entry in model.metadata_props:
         entry.value = off.get(entry.key, entry.value)
     (folder / BLOCK_MODEL).mkdir(parents=True)
@@ -442,6 +501,11 @@ def test_an_upgrade_of_another_coarse_scale_restarts_the_streams(tmp_path: Path)
         ("sustain_weight", "-0.5", "must be >= 0"),
         ("sustain_alpha", "0", "(0, 1]"),
         ("event_readings", "-1", "must be >= 0"),
+        ("envelope_blocks", "-1", "envelope_blocks must be >= 0"),
+        ("envelope_history", "0", "envelope_history >= 1"),
+        ("envelope_half_life", "0", "envelope_half_life must be > 0"),
+        ("envelope_half_life", "nan", "must be finite"),
+        ("envelope_blocks", "300", "the memory holds too few runs"),
     ],
 )
 def test_a_model_with_broken_post_parameters_is_refused(

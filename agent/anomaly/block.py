@@ -22,14 +22,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .model import BlockModel, PostParams
-from .records import block_mean_records, range_records
+from .records import block_mean_records, envelope_records, range_records
 from .state import IntArray, RowPool
 
 Scores = npt.NDArray[np.float64]
 
 _SCALARS = (
     *("count", "base", "bsum", "bmax", "bmin", "lo", "hi", "ref"),
-    *("memhi", "memlo", "rref", "mhi", "mlo", "mref"),  # records (cityedge.anomaly.records)
+    *("memhi", "memlo", "rref", "mhi", "mlo", "mref", "eref"),  # records (.records)
     *("alast", "alevel"),  # the last reported score: its reading count and level
 )
 NEVER = -(2**40)  # alast of a stream that has not alarmed yet
@@ -82,6 +82,7 @@ class BlockTable(RowPool):
         self.mhi = np.full(capacity, -np.inf)
         self.mlo = np.full(capacity, np.inf)
         self.mref = np.zeros(capacity)
+        self.eref = np.zeros(capacity)
         self.alast = np.full(capacity, NEVER, dtype=np.int64)
         self.alevel = np.zeros(capacity)
         self.sseen = np.zeros((capacity, SCALES), dtype=np.int64)
@@ -240,6 +241,8 @@ def score_channels(
     table.mem[r] = mem
     # The record state is kept whatever the model, so a model installed later
     # with records on starts from the true memory, not from an empty one.
+    # Is the block's mean within the band of the earlier means (not yet updated)?
+    mean_inside = (feat[:, 0] <= table.mhi[r]) & (feat[:, 0] >= table.mlo[r])
     if p.record_scale > 0:
         out[pos] = np.maximum(out[pos], block_mean_records(table, r, feat[:, 0], count[pos], p, s))
     means = mem[:, :, 0]
@@ -248,6 +251,9 @@ def score_channels(
     table.memlo[r] = mem[:, :, 2].min(axis=1)
     table.mhi[r] = np.where(filled, means, -np.inf).max(axis=1)
     table.mlo[r] = means.min(axis=1)
+    if p.record_scale > 0 and p.envelope_blocks > 0:
+        envelope = envelope_records(table, r, mem, count[pos], p, s, mean_inside)
+        out[pos] = np.maximum(out[pos], envelope)
     ready = count[pos] // s >= 2 * length
     if not ready.any():
         return out

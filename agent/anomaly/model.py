@@ -39,8 +39,11 @@ class PostParams:
     ``sustain_alpha``, standard deviation widened by ``sustain_sd_floor``,
     weighted by ``sustain_weight``). ``event_readings`` > 0 turns on one
     alarm per event across the channels: within that many readings of a
-    reported score, only a higher one is reported. Models without these keys
-    have them off.
+    reported score, only a higher one is reported. ``envelope_blocks`` > 0
+    (with records on) turns on envelope records over runs of that many
+    blocks, once the memory holds ``envelope_history`` earlier runs, with a
+    suppression half-life of ``envelope_half_life`` readings. Models without
+    these keys have them off.
     """
 
     warmup: int
@@ -57,6 +60,9 @@ class PostParams:
     sustain_min_count: int = 30
     sustain_sd_floor: float = 0.005
     event_readings: int = 0
+    envelope_blocks: int = 0
+    envelope_history: int = 128
+    envelope_half_life: float = 3000.0
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -64,7 +70,14 @@ def _session(path: Path) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        why = f"{type(exc).__name__}: {first}"
+        raise ValueError(f"{path}: not a loadable ONNX model ({why})") from exc
 
 
 class _OnnxModel:
@@ -97,6 +110,9 @@ class _OnnxModel:
                 sustain_min_count=int(meta.get("sustain_min_count", "30")),
                 sustain_sd_floor=float(meta.get("sustain_sd_floor", "0.005")),
                 event_readings=int(meta.get("event_readings", "0")),
+                envelope_blocks=int(meta.get("envelope_blocks", "0")),
+                envelope_history=int(meta.get("envelope_history", "128")),
+                envelope_half_life=float(meta.get("envelope_half_life", "3000")),
             )
             if self.post.record_scale < 0 or self.post.record_half_life <= 0:
                 raise ValueError("record_scale must be >= 0 and record_half_life > 0")
@@ -105,6 +121,10 @@ class _OnnxModel:
                 raise ValueError(f"{', '.join(bad)}: must be finite numbers")
             if min(self.post.sustain_blocks, self.post.event_readings) < 0:
                 raise ValueError("sustain_blocks and event_readings must be >= 0")
+            if self.post.envelope_blocks < 0 or self.post.envelope_history < 1:
+                raise ValueError("envelope_blocks must be >= 0 and envelope_history >= 1")
+            if self.post.envelope_half_life <= 0:
+                raise ValueError("envelope_half_life must be > 0")
             if not 0 < self.post.sustain_alpha <= 1:
                 raise ValueError("sustain_alpha must be in (0, 1]")
             if min(self.post.sustain_weight, self.post.sustain_sd_floor) < 0:
@@ -168,6 +188,9 @@ class BlockModel(_OnnxModel):
             self.coarse * self.length
         ):
             raise ValueError("block, length, coarse, memory out of range")
+        k = self.post.envelope_blocks
+        if k and self.memory - 2 * k + 1 < self.post.envelope_history:
+            raise ValueError("envelope_blocks, envelope_history: the memory holds too few runs")
 
     def run(self, memory: FloatArray) -> FloatArray:
         """Nearest-shape distances for a batch of memories (one session call)."""

@@ -25,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 NAME = "block_novelty"
-VERSION = "4"
+VERSION = "5"
 BLOCK = 6  # readings per block
 LENGTH = 8  # blocks per shape (48 readings)
 MEMORY = 512  # blocks remembered (3,072 readings)
@@ -33,9 +33,9 @@ COARSE = 4  # the coarse scale: runs of LENGTH groups of COARSE blocks (192 read
 COARSE_STRIDE = 2  # coarse candidate runs start every 2 blocks (12 readings)
 SEED = 20240611
 # Post-processing parameters the runtime reads from the model's metadata
-# (stats_alpha, stats_min_count, suppress_half_life(_max), sustain_blocks and
-# sustain_min_count count blocks; record_half_life and event_readings count
-# readings).
+# (stats_alpha, stats_min_count, suppress_half_life(_max), sustain_blocks,
+# sustain_min_count, envelope_blocks and envelope_history count blocks;
+# record_half_life, event_readings and envelope_half_life count readings).
 POST = {
     "warmup": 150,
     "stats_alpha": 0.003,
@@ -51,6 +51,9 @@ POST = {
     "sustain_min_count": 30,
     "sustain_sd_floor": 0.005,
     "event_readings": 72,
+    "envelope_blocks": 3,
+    "envelope_history": 128,
+    "envelope_half_life": 3000.0,
 }
 
 
