@@ -313,7 +313,7 @@ class Agent:
             log.warning(
                 "alert",
                 alert_id=rec["alert_id"],
-                level=rec["level"],
+                alert_level=rec["level"],  # "level" is the log line's own
                 transition=rec["transition"],
                 device=rec["device"],
                 point=rec["point"],
@@ -321,9 +321,18 @@ class Agent:
         await self.writer.submit(records, Priority.ALERT)
 
     async def _resend_alerts(self) -> None:
-        """Unacknowledged alerts go again every resend period until the cloud acks them."""
+        """Unacknowledged alerts go again every resend period until the cloud acks them.
+
+        Not while alert-class records still wait in the outbox (the uplink is
+        down, or slow): the last copies have not left yet, and queueing more
+        would pile up copies of every alert for the length of the outage and
+        crowd out new alerts when the outbox is full. Those alerts are due
+        again as soon as the copies have gone.
+        """
         while True:
             await asyncio.sleep(min(30.0, self.alert_store.resend_s))
+            if self.outbox.count_by_prio[Priority.ALERT] > 0:
+                continue
             due = await asyncio.to_thread(self.alert_store.due)
             if due:
                 log.info("alerts_resent", count=len(due))

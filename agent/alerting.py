@@ -75,9 +75,18 @@ class AlertEngine:
         return out
 
     def on_score(
-        self, rule: AlertRule, device: str, point: str, ts: datetime, value: float, score: float
+        self,
+        rule: AlertRule,
+        device: str,
+        point: str,
+        ts: datetime,
+        value: float,
+        score: float,
+        *,
+        unit: str = "",
+        cell: str = "",
     ) -> dict[str, Any] | None:
-        ev = self.tracker.observe(rule, device, point, ts, value, score=score)
+        ev = self.tracker.observe(rule, device, point, ts, value, score=score, unit=unit, cell=cell)
         return None if ev is None else self.record(ev)
 
     def record(self, ev: AlertEvent) -> dict[str, Any]:

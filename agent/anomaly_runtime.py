@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import os
 import re
+import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ import structlog
 from cityedge.alerting import AlertEngine
 from cityedge.alerts import AlertRule
 from cityedge.anomaly import AnomalyEngine
+from cityedge.anomaly.model import load_model
 from cityedge.anomaly.nab import default_model_dir
 from cityedge.config.model import Config
 from cityedge.readings import Quality, Reading
@@ -57,11 +59,24 @@ def watched(config: Config) -> dict[StreamKey, str]:
     return out
 
 
-def rule_for(threshold: float, model: str) -> AlertRule:
+# An anomaly alert stays raised for at least this many readings of calm (scores
+# below half the threshold), or the model's own event length if longer: the
+# models report an event once and then score 0 while it lasts (one alarm per
+# event, suppression), so "three calm samples" cleared an alert in the middle
+# of its event. The cool-down after a clear is short: the models' suppression
+# already keeps a stream from alarming again on more of the same.
+ANOMALY_CLEAR_AFTER = 12
+ANOMALY_COOLDOWN_S = 60.0
+
+
+def rule_for(threshold: float, model: str, event_readings: int = 0) -> AlertRule:
+    """Blue at the model's standard threshold, yellow and red evenly above it."""
     t = min(max(threshold, 0.0), 0.99)
     step = (1.0 - t) / 3
-    return AlertRule(levels=(t, t + step, t + 2 * step), hysteresis=t / 2, clear_after=3,
-                     cooldown_s=600.0, kind="anomaly", model=model)  # fmt: skip
+    clear_after = max(ANOMALY_CLEAR_AFTER, event_readings)
+    return AlertRule(levels=(t, t + step, t + 2 * step), hysteresis=t / 2,
+                     clear_after=clear_after, cooldown_s=ANOMALY_COOLDOWN_S,
+                     kind="anomaly", model=model)  # fmt: skip
 
 
 class AnomalyRuntime:
@@ -85,6 +100,8 @@ class AnomalyRuntime:
         self.scored = 0
         self.anomalies = 0
         self.failed: dict[str, str] = {}
+        self._passed_over_logged: set[str] = set()
+        self._labels: dict[StreamKey, tuple[str, str]] = {}  # unit and cell per stream
         self.apply(config)
 
     def apply(self, config: Config) -> None:
@@ -93,6 +110,7 @@ class AnomalyRuntime:
         for key in [k for k, m in self.streams.items() if wanted.get(k) != m]:
             self.engine.remove_stream(key)
             del self.streams[key]
+            self._labels.pop(key, None)
         for key, model in wanted.items():
             if key in self.streams:
                 continue
@@ -103,6 +121,16 @@ class AnomalyRuntime:
                 log.error("anomaly_model_unavailable", model=model, error=str(exc))
                 continue
             self.streams[key] = model
+        for model, error in self.engine.passed_over.items():
+            if model not in self._passed_over_logged:
+                self._passed_over_logged.add(model)
+                log.error(
+                    "anomaly_model_update_unloadable",
+                    model=model,
+                    error=error,
+                    using=str(self.engine.model_of_name(model).path),
+                    hint="install the update again, or delete the damaged file",
+                )
 
     def observe(self, readings: Sequence[Reading]) -> None:
         """Called from the sink: keep watched good numeric readings for the next tick."""
@@ -117,6 +145,7 @@ class AnomalyRuntime:
             pending = self._pending[key]
             if len(pending) < 1000:  # a stalled tick must not grow without bound
                 pending.append((r.ts, float(r.value)))
+            self._labels[key] = (r.unit, r.cell)  # for the alert record, as threshold alerts
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,7 +161,10 @@ class AnomalyRuntime:
                     rule = self._rule(self.streams.get((device, point), ""))
                     if rule is None:
                         continue
-                    rec = self.alerts.on_score(rule, device, point, ts, value, score)
+                    unit, cell = self._labels.get((device, point), ("", ""))
+                    rec = self.alerts.on_score(
+                        rule, device, point, ts, value, score, unit=unit, cell=cell
+                    )
                     if rec is not None:
                         records.append(rec)
                 if records:
@@ -162,7 +194,8 @@ class AnomalyRuntime:
             except (FileNotFoundError, ValueError):
                 return None
             threshold = model.thresholds.get("standard", 0.5)
-            rule = self._rules[model_name] = rule_for(threshold, f"{model.name}@{model.version}")
+            label = f"{model.name}@{model.version}"
+            rule = self._rules[model_name] = rule_for(threshold, label, model.post.event_readings)
         return rule
 
     def install(self, name: str, onnx_b64: str, sha256: str) -> dict[str, Any]:
@@ -177,26 +210,65 @@ class AnomalyRuntime:
             raise ValueError(f"model is {len(data)} bytes; at most {MAX_MODEL_BYTES}")
         if hashlib.sha256(data).hexdigest() != sha256.lower():
             raise ValueError("sha256 does not match the model bytes")
+        staged = self._check_candidate(name, data)
         folder = self.updates_dir / name
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.onnx.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, folder / f"{name}.onnx")
+        live = folder / f"{name}.onnx"
+        previous = live.read_bytes() if live.is_file() else None
+        os.replace(staged, live)
         try:
             old, new, kept = self.engine.reload_model(name)
-        except (ValueError, OSError) as exc:
-            (folder / f"{name}.onnx").unlink(missing_ok=True)
+        except (ValueError, OSError) as exc:  # checked above; a disk fault, say
+            if previous is None:
+                live.unlink(missing_ok=True)
+            else:
+                _write_atomically(live, previous)
             raise ValueError(f"the model does not load: {exc}") from exc
         self._rules.pop(name, None)
         self.failed.pop(name, None)
+        streams = sum(1 for m in self.streams.values() if m == name)
         log.info("anomaly_model_installed", model=name, old=old, new=new, state_kept=kept)
-        return {"model": name, "old_version": old, "version": new, "state_kept": kept}
+        return {
+            "model": name,
+            "old_version": old,
+            "version": new,
+            "state_kept": kept,
+            "streams": streams,
+        }
+
+    def _check_candidate(self, name: str, data: bytes) -> Path:
+        """Load the bytes from a staging folder: a model called ``name``, or ValueError.
+
+        Nothing in use is touched until the candidate has loaded: a file that
+        is not a model, or a model of another name, is refused and the
+        running version (and the file it came from) stays.
+        """
+        staging = self.updates_dir / ".staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / name).mkdir(parents=True)
+        path = staging / name / f"{name}.onnx"
+        path.write_bytes(data)
+        try:
+            candidate = load_model(staging, name)
+        except (ValueError, OSError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ValueError(f"the model does not load: {exc}") from exc
+        if candidate.name != name:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ValueError(
+                f"the model calls itself {candidate.name!r} in its metadata; it can be "
+                f"installed only as {candidate.name!r}, not as {name!r}"
+            )
+        return path
 
     def hashes(self) -> dict[str, str]:
         """sha256 of every model file in use, for the attestation record."""
         out = {}
         for name in set(self.streams.values()):
-            path = self.engine.find(name) / name / f"{name}.onnx"
+            try:
+                path = self.engine.model_of_name(name).path  # the file it was loaded from
+            except (FileNotFoundError, ValueError):
+                continue
             if path.is_file():
                 out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
         return out
@@ -208,4 +280,11 @@ class AnomalyRuntime:
             "anomalies": self.anomalies,
             "models": self.engine.models(),
             "unavailable": dict(self.failed),
+            "updates_passed_over": dict(self.engine.passed_over),
         }
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -88,6 +88,12 @@ class CommandRouter:
             log.warning("command_failed", cmd=name, error=str(exc))
             await self._reply(cid, name, False, str(exc))
             return
+        except Exception as exc:  # a bug in a handler: the cloud still gets an answer
+            self.rejected["internal_error"] += 1
+            log.exception("command_internal_error", cmd=name, id=cid)
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            await self._reply(cid, name, False, error, reason="internal_error")
+            return
         self.done[name] += 1
         log.info("command_done", cmd=name, id=cid)
         await self._reply(cid, name, True, result)

@@ -13,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cityedge.agent import Agent
 from cityedge.config.loader import load_config
 from cityedge.config.profile_loader import load_profile
+from cityedge.readings import Priority
 from cityedge.signing.algorithms import ED25519, SoftwareKey
 from cityedge.signing.downlink import new_command, sign_command
 from cityedge.sim.modbus_sim import ModbusSim
@@ -137,6 +138,39 @@ async def test_threshold_alert_raised_acked_and_resent(
             n_after_ack = len(recorder.alerts())
             await asyncio.sleep(2.5)
             assert len(recorder.alerts()) == n_after_ack, "no resend after the ack"
+        finally:
+            agent.stop()
+            await asyncio.wait_for(task, 20)
+
+
+async def test_no_pile_of_resent_copies_while_the_broker_is_away(
+    tmp_path: Path, broker: Broker, recorder: Recorder
+) -> None:
+    """During an outage an unacknowledged alert waits in the outbox once, not once per period."""
+    (tmp_path / "profiles" / "test").mkdir(parents=True)
+    (tmp_path / "profiles" / "test" / "feeder.toml").write_text(PROFILE)
+    profile = load_profile(tmp_path / "profiles", "test/feeder")
+    sim = ModbusSim({1: profile}, port=free_port())
+    sim.pin(1, "input", 0, words(251.0))
+    cfg_path = tmp_path / "gw.toml"
+    cfg_path.write_text(config_text(tmp_path, broker.port, sim.port))
+    agent = Agent(load_config(cfg_path))
+    async with sim:
+        task = asyncio.create_task(agent.run())
+        try:
+            await wait(lambda: len(recorder.alerts()) >= 1)
+            alert_id = recorder.alerts()[0]["alert_id"]
+            broker.stop()
+            waiting = []
+            for _ in range(10):  # five resend periods (resend_s = 1.0)
+                await asyncio.sleep(0.5)
+                waiting.append(agent.outbox.count_by_prio[Priority.ALERT])
+            assert max(waiting) <= 1, f"copies piled up in the outbox: {waiting}"
+            before = len(recorder.alerts())
+            broker.start()
+            await wait(lambda: len(recorder.alerts()) > before, 15)
+            copies = [a for a in recorder.alerts()[before:] if a["alert_id"] == alert_id]
+            assert len(copies) == 1 and copies[0]["resent"] >= 1
         finally:
             agent.stop()
             await asyncio.wait_for(task, 20)

@@ -58,6 +58,9 @@ def runtime(tmp_path: Path) -> tuple[AnomalyRuntime, list[dict[str, Any]]]:
     return AnomalyRuntime(config, tmp_path, AlertEngine({}, "gw"), collect), raised
 
 
+CELL = "33N_500_390000_5820000"
+
+
 def series(n: int, seed: int = 7) -> list[float]:
     rng = random.Random(seed)
     return [10 + 2 * math.sin(i / 20) + rng.gauss(0, 0.1) for i in range(n)]
@@ -68,7 +71,7 @@ async def feed(rt: AnomalyRuntime, device: str, values: list[float], t0: datetim
     try:
         for i, v in enumerate(values):
             ts = t0 + timedelta(seconds=i)
-            rt.observe([Reading(device, "current_l1", v, "A", ts)])
+            rt.observe([Reading(device, "current_l1", v, "A", ts, cell=CELL)])
             if i % 50 == 49:
                 await asyncio.sleep(0.12)  # let a tick score what is buffered
         await asyncio.sleep(0.3)
@@ -87,6 +90,7 @@ async def test_a_level_shift_raises_an_anomaly_alert(tmp_path: Path) -> None:
     assert anomalies, "the shift should alarm"
     first = anomalies[0]
     assert first["device"] == "pump-1" and first["point"] == "current_l1"
+    assert (first["unit"], first["cell"]) == ("A", CELL), "labelled as threshold alerts are"
     assert first["evidence"]["model"].startswith("block_novelty@")
     assert first["score"] > 0 and first["evidence"]["recent"]
     onset = first["ts"]
@@ -118,3 +122,81 @@ async def test_model_update_keeps_the_other_streams_state(tmp_path: Path) -> Non
         assert "sha256" in str(exc)
     else:
         raise AssertionError("a wrong hash must be refused")
+
+
+def _install(rt: AnomalyRuntime, name: str, data: bytes) -> dict[str, Any]:
+    return rt.install(name, base64.b64encode(data).decode(), hashlib.sha256(data).hexdigest())
+
+
+def test_bytes_that_are_not_a_model_are_refused_and_the_installed_version_stays(
+    tmp_path: Path,
+) -> None:
+    """A signed update whose bytes do not load (junk, a truncated file) changes nothing."""
+    rt, _ = runtime(tmp_path)
+    good = (default_model_dir() / "window_novelty" / "window_novelty.onnx").read_bytes()
+    installed = tmp_path / "models" / "window_novelty" / "window_novelty.onnx"
+    version = _install(rt, "window_novelty", good)["version"]
+    for junk in (b"not onnx at all\n", good[: len(good) // 2]):
+        try:
+            _install(rt, "window_novelty", junk)
+        except ValueError as exc:
+            assert "does not load" in str(exc) and "not a loadable ONNX model" in str(exc)
+        else:
+            raise AssertionError("bytes that are not a model must be refused")
+        assert installed.read_bytes() == good, "the installed update is kept"
+        assert rt.engine.models()["window_novelty"] == version
+    assert not (tmp_path / "models" / ".staging").exists()
+
+
+def test_a_model_is_installed_only_under_its_own_name(tmp_path: Path) -> None:
+    """window_novelty's bytes sent as block_novelty are refused: its streams keep their model."""
+    rt, _ = runtime(tmp_path)
+    window = (default_model_dir() / "window_novelty" / "window_novelty.onnx").read_bytes()
+    try:
+        _install(rt, "block_novelty", window)
+    except ValueError as exc:
+        assert "calls itself 'window_novelty'" in str(exc)
+    else:
+        raise AssertionError("a model must not be installed under another name")
+    assert not (tmp_path / "models" / "block_novelty").exists()
+    assert rt.engine.model_of_name("block_novelty").name == "block_novelty"
+
+
+def test_a_damaged_update_on_disk_falls_back_to_the_shipped_model(tmp_path: Path) -> None:
+    """A broken file in the updates folder (a disk fault, an old bug) must not stop the agent."""
+    folder = tmp_path / "models" / "window_novelty"
+    folder.mkdir(parents=True)
+    (folder / "window_novelty.onnx").write_bytes(b"\x00garbage")
+    rt, _ = runtime(tmp_path)
+    model = rt.engine.model_of_name("window_novelty")
+    assert model.path == default_model_dir() / "window_novelty" / "window_novelty.onnx"
+    passed = rt.status()["updates_passed_over"]
+    assert "not a loadable ONNX model" in passed["window_novelty"]
+    assert len(rt.streams) == 2 and not rt.status()["unavailable"]
+    shipped = hashlib.sha256(model.path.read_bytes()).hexdigest()
+    assert rt.hashes()["window_novelty"] == shipped, "attestation names the file in use"
+
+
+def test_an_anomaly_alert_lasts_its_event_then_a_new_event_raises_again() -> None:
+    """The model reports an event once and then scores 0: the alert must not clear at once."""
+    from cityedge.anomaly_runtime import ANOMALY_COOLDOWN_S, rule_for
+
+    rule = rule_for(0.361, "block_novelty@5", event_readings=72)
+    engine = AlertEngine({}, "gw")
+    t0 = datetime(2026, 12, 7, tzinfo=UTC)
+
+    def score(i: int, s: float, t: datetime | None = None) -> dict[str, Any] | None:
+        when = t or t0 + timedelta(seconds=i)
+        return engine.on_score(rule, "pump-1", "flow", when, 300.0, s, unit="L/s", cell="c")
+
+    raised = score(0, 0.99)
+    assert raised is not None and raised["transition"] == "raised" and raised["level"] == "red"
+    assert all(score(i, 0.0) is None for i in range(1, 72)), "71 calm readings: still raised"
+    cleared = score(72, 0.0)
+    assert cleared is not None and cleared["transition"] == "cleared"
+    assert cleared["alert_id"] == raised["alert_id"]
+    # A lower-level event right after the clear is held back for the short cool-down only.
+    assert score(0, 0.5, t0 + timedelta(seconds=80)) is None
+    again = score(0, 0.5, t0 + timedelta(seconds=72 + ANOMALY_COOLDOWN_S + 1))
+    assert again is not None and again["transition"] == "raised"
+    assert again["alert_id"] != raised["alert_id"]

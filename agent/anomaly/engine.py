@@ -47,6 +47,8 @@ class AnomalyEngine:
         self.model_dir = self.model_dirs[0]
         self._models: dict[str, _ModelSlot] = {}
         self._streams: dict[Hashable, StreamInfo] = {}
+        # Models loaded from a later folder because the first one's file did not load.
+        self.passed_over: dict[str, str] = {}
 
     def find(self, model_name: str) -> Path:
         """The folder the model loads from (the first that has it)."""
@@ -70,6 +72,7 @@ class AnomalyEngine:
         new version.
         """
         new = load_model(self.find(model_name), model_name)
+        self.passed_over.pop(model_name, None)
         slot = self._models.get(model_name)
         if slot is None:
             self._models[model_name] = _ModelSlot(new, _table_for(new))
@@ -156,10 +159,32 @@ class AnomalyEngine:
     def _slot(self, model_name: str) -> _ModelSlot:
         slot = self._models.get(model_name)
         if slot is None:
-            model = load_model(self.find(model_name), model_name)
+            model = self._load_first_good(model_name)
             slot = _ModelSlot(model, _table_for(model))
             self._models[model_name] = slot
         return slot
+
+    def _load_first_good(self, model_name: str) -> AnyModel:
+        """The model from the first folder whose file loads (an update before the shipped one).
+
+        A damaged update (a file that is not a loadable model) must not stop
+        the streams: the next folder's version is used and the reason kept in
+        ``passed_over``. With no loadable file, the first folder's error.
+        """
+        holders = [d for d in self.model_dirs if (d / model_name / f"{model_name}.onnx").is_file()]
+        if not holders:
+            return load_model(self.model_dirs[-1], model_name)  # FileNotFoundError
+        errors: list[ValueError] = []
+        for folder in holders:
+            try:
+                model = load_model(folder, model_name)
+            except ValueError as exc:
+                errors.append(exc)
+                continue
+            if errors:
+                self.passed_over[model_name] = str(errors[0])
+            return model
+        raise errors[0]
 
     def state_bytes_per_stream(self, model_name: str) -> int:
         """State one stream of ``model_name`` costs, in bytes."""
