@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import math
 from typing import Any
 
 import paho.mqtt.publish as publish
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.lorawan.chirpstack import ChirpStackSource, flatten
@@ -199,3 +204,127 @@ def test_uplinks_sent_while_the_source_is_away_wait_at_the_broker(broker: Broker
             await sink2.wait_for(lambda: any(r.value == 7.25 for r in sink2.readings), 10.0)
 
     run()
+
+
+def _bad_values_event() -> str:
+    """An event whose decoder sent text, a boolean, null and 1e400, and fCnt as text."""
+    event = copy.deepcopy(EVENT)
+    event["deduplicationId"] = "bad-values"
+    event["object"] = {"temperature": "3426", "humidity": True, "battery": {"voltage": None}}
+    event["fCnt"] = "twelve"
+    text = json.dumps(event)
+    other = copy.deepcopy(EVENT)
+    other["deduplicationId"] = "infinite"
+    other["object"] = {"temperature": "__HUGE__", "humidity": 40}
+    return text + "\n" + json.dumps(other).replace('"__HUGE__"', "1e400")
+
+
+def test_values_that_are_not_finite_numbers_become_counted_bad_readings(broker: Broker) -> None:
+    """Text, booleans, null and 1e400 from ChirpStack's decoder are bad readings with a named
+    reason, counted and logged; fCnt "twelve" stays out of meta; nothing serialises to Infinity."""
+
+    @async_test
+    async def run() -> None:
+        source, sink = _source(broker), Collector()
+        bad, infinite = _bad_values_event().split("\n")
+        with capture_logs() as logs:
+            async with running(source, sink):
+                await until(lambda: source.connected, 5.0)
+                await _publish(broker, bad)
+                await _publish(broker, infinite)
+                await sink.wait_for(lambda: len(sink.readings) >= 5)
+        first = {r.point: r for r in sink.readings[:3]}
+        assert {p: (r.quality, r.reason, r.value) for p, r in first.items()} == {
+            "temperature": ("bad", "not_a_number", None),
+            "humidity": ("bad", "not_a_number", None),
+            "battery_mv": ("bad", "not_available", None),
+        }
+        assert "fcnt" not in first["temperature"].meta and first["temperature"].meta["fport"] == 1
+        temp, hum = sink.readings[3:5]
+        assert (temp.quality, temp.reason, temp.value) == ("bad", "not_finite", None)
+        assert (hum.quality, hum.value, hum.meta["fcnt"]) == ("good", 40, 4)
+        for r in sink.readings:
+            json.dumps(r.to_record(), allow_nan=False)  # raises on inf or nan
+        assert source.rejected == {"not_a_number": 2, "not_available": 1, "not_finite": 1,
+                                   "bad_meta": 1}  # fmt: skip
+        assert source.status()["devices"]["cs-1"]["errors_total"] == 5  # type: ignore[index]
+        rejected = [e for e in logs if e["event"] in ("value_rejected", "meta_rejected")]
+        assert len(rejected) == 5 and all(e["device"] == "cs-1" for e in rejected)
+        assert any("fCnt 'twelve'" in e["error"] for e in rejected)
+
+    run()
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (3.61, (3610.0, None)),
+        (0, (0, None)),
+        ("3.61", (None, "not_a_number")),
+        (False, (None, "not_a_number")),
+        (None, (None, "not_available")),
+        (math.inf, (None, "not_finite")),
+        (math.nan, (None, "not_finite")),
+        (10**400, (None, "not_finite")),
+        (1e307, (None, "not_finite")),  # finite, but not once scaled by 1000
+    ],
+    ids=["float", "zero", "text", "bool", "null", "inf", "nan", "huge_int", "overflow"],
+)
+def test_object_values_are_checked_before_scaling(raw: Any, want: tuple[Any, Any]) -> None:
+    """A decoded object value: a finite number is scaled, anything else gets a reason."""
+    source = ChirpStackSource(
+        BusConfig(name="cs", type="chirpstack-mqtt", options={}),
+        [(_source_device(), "cell-1")],
+    )
+    event = copy.deepcopy(EVENT)
+    event["object"] = {"battery": {"voltage": raw}}
+    (reading,) = source.handle_event(json.dumps(event).encode())
+    assert (reading.value, reading.reason) == want
+    assert reading.quality == ("good" if want[1] is None else "bad")
+    assert source.rejected == ({} if want[1] is None else {want[1]: 1})
+
+
+def _source_device() -> DeviceConfig:
+    return DeviceConfig(id="cs-1", bus="cs", profile_name=PROFILE.name, profile=PROFILE,
+                        options={"dev_eui": "0101010101010101"})  # fmt: skip
+
+
+_KEYS = ["temperature", "humidity", "battery", "voltage"]
+_LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    obj=st.recursive(
+        _LEAF,
+        lambda inner: st.dictionaries(st.sampled_from(_KEYS), inner),
+        max_leaves=6,
+    ),
+    fcnt=_LEAF,
+    rssi=_LEAF,
+    freq=_LEAF,
+)
+def test_any_decoded_object_gives_good_numbers_or_counted_bad_readings(
+    obj: Any, fcnt: Any, rssi: Any, freq: Any
+) -> None:
+    """Whatever ChirpStack's decoder and radio fields hold, nothing raises; a reading is a
+    good finite number or a bad one with a reason, each bad one counted; JSON stays strict."""
+    source = ChirpStackSource(
+        BusConfig(name="cs", type="chirpstack-mqtt", options={}), [(_source_device(), "c")]
+    )
+    event = {**EVENT, "fCnt": fcnt, "txInfo": {"frequency": freq}}
+    event["rxInfo"] = [{"gatewayId": "0016c001f153a14c", "rssi": rssi, "snr": 1.5}]
+    event["object"] = obj if isinstance(obj, dict) else {"temperature": obj}
+    readings = source.handle_event(json.dumps(event).encode())
+    bad = [r for r in readings if r.quality == "bad"]
+    for r in readings:
+        json.dumps(r.to_record(), allow_nan=False)
+        assert (r.value is None and r.reason) if r.quality == "bad" else math.isfinite(r.value)
+    assert sum(source.rejected.values()) >= len(bad)
+    assert "internal_error" not in source.rejected

@@ -74,6 +74,21 @@ def test_vector_mac_commands_parsed() -> None:
     assert got["mic_ok"] is None and got["decrypted"] is False
 
 
+def test_without_the_key_the_payload_is_null_not_ciphertext() -> None:
+    """No AppSKey: ``payload`` is null (never the ciphertext) and ``frm_payload`` the ciphertext;
+    with the key it is the plaintext; a frame without FRMPayload has an empty one."""
+    frame = phy.build_data_uplink(0x26011234, 7, 2, b"hello", NWK, APP)
+    cipher = phy.parse_phy(frame).frm_payload.hex()  # type: ignore[union-attr]
+    for keys in ((None, None), (NWK, None)):
+        got = decode_frame(frame, *keys, None)
+        assert (got["payload"], got["decrypted"], got["frm_payload"]) == (None, False, cipher)
+    assert decode_frame(frame, NWK, APP, None)["payload"] == b"hello".hex()
+    empty = decode_frame(
+        phy.build_data_uplink(0x26011234, 8, None, b"", NWK, APP), None, None, None
+    )
+    assert (empty["payload"], empty["fport"]) == ("", None)
+
+
 @pytest.mark.parametrize("bit", [0, 7, 40, 95])
 def test_one_bit_flip_fails_mic(bit: int) -> None:
     """Flipping any single bit of a signed frame makes decode_frame reject it."""

@@ -459,3 +459,24 @@ async def test_a_listener_that_cannot_open_is_not_called_forwarder_silence(
             assert source.status()["forwarders"] == "waiting" and not sink.readings
     finally:
         taken.close()
+
+
+@async_test
+async def test_a_value_the_profile_scale_overflows_is_a_counted_bad_reading(
+    tmp_path: Path,
+) -> None:
+    """A field scale that pushes a decoded value past a double: a bad reading ``not_finite``,
+    counted and logged, never ``Infinity`` in the uplink; the other fields stay good."""
+    profile = lora_profile(
+        "cayenne",
+        [FieldMap("3.temperature", "temperature", scale=1e308), FieldMap("5.humidity", "humidity")],
+    )
+    async with rig(tmp_path, [abp_device("climate-1", profile, "26011BDA")]) as r:
+        payload = encode_lpp([(3, "temperature", 21.7), (5, "humidity", 48.5)])
+        r.gw.send_uplink("26011BDA", 1, 2, payload, NWK, APP)
+        got = by_point(await r.readings(2))
+    temp = got["temperature"]
+    assert (temp.quality, temp.reason, temp.value) == (Quality.BAD, "not_finite", None)
+    assert got["humidity"].value == 48.5 and got["humidity"].quality == Quality.GOOD
+    assert r.source.rejected == {"not_finite": 1}
+    json.dumps([x.to_record() for x in got.values()], allow_nan=False)

@@ -41,8 +41,10 @@ def _data_json(
         if not mic_ok:
             raise DecodeError("bad_mic", f"MIC {frame.mic.hex().upper()} with FCnt {fcnt32}")
     key = nwk_s_key if frame.fport == 0 else app_s_key
+    decrypted = key is not None and frame.fport is not None
     payload = frame.frm_payload
-    if key is not None and frame.fport is not None:
+    if decrypted:
+        assert key is not None
         payload = crypto.crypt_frm_payload(key, frame.dev_addr, fcnt32, frame.uplink, payload)
     out: dict[str, Any] = {
         "mtype": frame.mtype.name,
@@ -59,8 +61,9 @@ def _data_json(
         "fopts": frame.fopts.hex(),
         "fport": frame.fport,
         "frm_payload": frame.frm_payload.hex(),
-        "payload": payload.hex(),
-        "decrypted": key is not None and frame.fport is not None,
+        # Ciphertext is never shown as the payload: null until the key is given.
+        "payload": payload.hex() if decrypted or frame.fport is None else None,
+        "decrypted": decrypted,
         "mic": frame.mic.hex().upper(),
         "mic_ok": mic_ok,
     }
@@ -117,7 +120,8 @@ def decode_frame(
     as the value with its low 16 bits nearest the hint (without a hint, the 16
     bits themselves). With ``nwk_s_key`` the MIC is checked and a wrong one
     raises ``DecodeError("bad_mic")``; with ``app_s_key`` (or ``nwk_s_key`` for
-    FPort 0) ``payload`` is the decrypted FRMPayload. ``app_key`` checks a join
+    FPort 0) ``payload`` is the decrypted FRMPayload, without it ``payload`` is
+    None (``frm_payload`` is the ciphertext either way). ``app_key`` checks a join
     request and opens a join accept. Keys must be 16 bytes (else ValueError).
     """
     frame = phy.parse_phy(phy_payload)

@@ -9,9 +9,14 @@ codec). Event JSON follows the Protobuf JSON mapping of ChirpStack's
 
 Devices are matched by DevEUI. ``object`` keys map through the profile's
 ``[[fields]]``, nested ones joined with dots (``{"a": {"b": 1}}`` is key
-``a.b``); a key no field maps is counted as ``unmapped``. ChirpStack has
-already deduplicated and checked the frame; an event delivered twice (same
-``deduplicationId``, e.g. an MQTT redelivery) is kept once.
+``a.b``); a key no field maps is counted as ``unmapped``. The decoder is
+ChirpStack's, so its output is checked as any other input: a value that is
+not a finite number (text, a boolean, null, ``1e400``) becomes a bad reading
+with a reason (:mod:`.values`), counted and logged; radio metadata of the
+wrong type (``fCnt: "twelve"``) is left out of ``meta``, counted as
+``bad_meta``. ChirpStack has already deduplicated and checked the frame; an
+event delivered twice (same ``deduplicationId``, e.g. an MQTT redelivery) is
+kept once.
 
 paho runs its network loop in its own thread; its callbacks only hand the
 message to a bounded queue (``QUEUE_MAX``; when full the newest event is
@@ -40,8 +45,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import ReadingSink, Source, newly_unreachable, supervise
-from cityedge.profiles import FieldMap, scale_value
-from cityedge.readings import Reading, utc_now
+from cityedge.drivers.lorawan.values import describe, engineering, finite_or_none, uint_or_none
+from cityedge.profiles import FieldMap
+from cityedge.readings import Quality, Reading, utc_now
 from cityedge.sources import SourceContext
 from cityedge.tasks import cancel_and_wait
 
@@ -74,26 +80,39 @@ def event_time(text: Any) -> datetime | None:
     return ts.astimezone(UTC) if ts.tzinfo else None
 
 
-def _radio_meta(event: dict[str, Any]) -> dict[str, Any]:
+def _radio_meta(event: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``meta`` of an event's readings, and what was left out of it (wrong types)."""
     rx = [r for r in event.get("rxInfo") or [] if isinstance(r, dict)]
     best = max(rx, key=lambda r: (_num(r.get("rssi")), _num(r.get("snr"))), default={})
     meta: dict[str, Any] = {
-        "rssi": best.get("rssi"),
-        "snr": best.get("snr"),
-        "gateway": best.get("gatewayId"),
+        "rssi": finite_or_none(best.get("rssi")),
+        "snr": finite_or_none(best.get("snr")),
+        "gateway": _text(best.get("gatewayId")),
         "gateways": len(rx),
-        "fcnt": event.get("fCnt", 0),  # proto3 JSON leaves out zero values
-        "fport": event.get("fPort", 0),
-        "dev_addr": event.get("devAddr"),
+        "dev_addr": _text(event.get("devAddr")),
     }
+    dropped: list[str] = []
+    # proto3 JSON leaves out zero values: an absent fCnt or fPort is 0.
+    for name, key, top in (("fcnt", "fCnt", 0xFFFFFFFF), ("fport", "fPort", 255)):
+        value = uint_or_none(event.get(key, 0), top)
+        if value is None:
+            dropped.append(f"{key} {describe(event.get(key))} is not an integer 0..{top}")
+        else:
+            meta[name] = value
     tx = event.get("txInfo")
-    if isinstance(tx, dict) and isinstance(tx.get("frequency"), int | float):
-        meta["freq"] = tx["frequency"] / 1e6
-    return meta
+    freq = finite_or_none(tx.get("frequency")) if isinstance(tx, dict) else None
+    if freq is not None:
+        meta["freq"] = freq / 1e6
+    return meta, dropped
 
 
 def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else -1e9
+    number = finite_or_none(value)
+    return -1e9 if number is None else float(number)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 @dataclasses.dataclass(eq=False)
@@ -144,12 +163,16 @@ class ChirpStackSource(Source):
         self.rejected: dict[str, int] = {}
         self.counters = {"events": 0, "readings": 0, "duplicates": 0, "reconnects": 0}
 
-    def _reject(self, reason: str, detail: str = "", dev: _Device | None = None) -> None:
+    def _reject(
+        self, reason: str, detail: str = "", dev: _Device | None = None, what: str = "event"
+    ) -> None:
+        """Count and log one bad input: a whole ``event``, a ``value`` or ``meta``."""
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         if dev is not None:
             dev.stats["errors_total"] += 1
             dev.stats["last_error"] = f"{reason}: {detail}" if detail else reason
-        self._log.info("event_rejected", reason=reason, error=detail[:120])
+        log = self._log if dev is None else self._log.bind(device=dev.config.id)
+        log.info(f"{what}_rejected", reason=reason, error=detail[:120])
 
     # -- MQTT (paho's thread hands messages over, nothing else) --------------
 
@@ -298,17 +321,19 @@ class ChirpStackSource(Source):
 
     def _readings(self, dev: _Device, obj: dict[str, Any], event: dict[str, Any]) -> list[Reading]:
         ts = event_time(event.get("time")) or utc_now()
-        meta = _radio_meta(event)
+        meta, dropped = _radio_meta(event)
+        for why in dropped:
+            self._reject("bad_meta", why, dev, what="meta")
         out: list[Reading] = []
-        for key, value in flatten(obj):
+        for key, raw in flatten(obj):
             fm = dev.fields.get(key)
             if fm is None:
                 dev.stats["unmapped"] += 1
                 continue
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                value = scale_value(value, fm.scale, fm.offset)
-            elif not isinstance(value, str | bool) and value is not None:
-                continue
+            value, reason = engineering(fm, raw)
+            if reason is not None:
+                self._reject(reason, f"{key} = {describe(raw)}: a finite number is allowed",
+                             dev, what="value")  # fmt: skip
             out.append(
                 Reading(
                     dev.config.id,
@@ -316,8 +341,10 @@ class ChirpStackSource(Source):
                     value,
                     fm.unit,
                     ts,
+                    Quality.GOOD if reason is None else Quality.BAD,
                     family=fm.family,
                     cell=dev.cell,
+                    reason=reason,
                     meta=meta,
                 )
             )

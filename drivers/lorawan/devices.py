@@ -2,7 +2,8 @@
 
 :func:`make_device` restores a device's session at start: an OTAA device keeps
 a joined session (or its used DevNonces while it waits to join); an ABP
-device keeps its frame counters only if its keys and DevAddr are unchanged.
+device keeps its frame counters (and the frames :mod:`.resets` remembers)
+only if its keys and DevAddr are unchanged.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def make_device(config: DeviceConfig, cell: str, saved: Session | None, log: Any
         )
         if saved is not None and same:
             session.fcnt_up, session.fcnt_down = saved.fcnt_up, saved.fcnt_down
+            session.reset_seen = saved.reset_seen
         elif saved is not None:
             log.info("session_reprovisioned", dev_addr=f"{session.dev_addr:08X}")
     return Device(

@@ -19,6 +19,9 @@ refused, the join accept goes back in a PULL_RESP to the address of the
 gateway's last PULL_DATA (5 s after the request, EU868 JOIN_ACCEPT_DELAY1),
 and the new session (keys, DevAddr, counters reset) is persisted.
 
+EU868 only (:mod:`.region`): a frame heard outside 863-870 MHz is refused
+(``wrong_region``), never answered on a channel another region forbids.
+
 Every bad input is a named, counted, logged rejection; nothing a gateway
 sends can stop the listener. Ready readings wait in a bounded queue
 (``QUEUE_MAX`` uplinks); when it is full the newest uplink is dropped and
@@ -41,20 +44,22 @@ import structlog
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import DecodeError, ReadingSink, Source, newly_unreachable, supervise
-from cityedge.drivers.lorawan import crypto, fcnt, join, mac, phy, semtech
+from cityedge.drivers.lorawan import crypto, fcnt, join, mac, phy, region, resets, semtech, values
 from cityedge.drivers.lorawan.devices import Device, Pending, make_device
 from cityedge.drivers.lorawan.forwarders import DEFAULT_SILENCE_S, SILENT_HINT, ForwarderWatch
-from cityedge.drivers.lorawan.payload import Decoded, decode_payload
+from cityedge.drivers.lorawan.payload import decode_payload
 from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, SessionStore
-from cityedge.profiles import scale_value
-from cityedge.readings import Quality, Reading, utc_now
+from cityedge.readings import Reading, utc_now
 from cityedge.sources import SourceContext
 from cityedge.tasks import cancel_and_wait
 
 QUEUE_MAX = 1024
 RECENT_MAX = 4096  # accepted (DevAddr, FCnt) kept to tell a late copy from a replay
-JOIN_DELAY_US = 5_000_000
 LOG_EVERY_S = 1.0  # one log line per rejection reason per second at most
+RESET_HINT = (
+    "relaxed_fcnt took a counter that went back as a device restart; "
+    "if the device did not restart, this may be a replay (docs/profile-sources-lorawan.md)"
+)
 Addr = tuple[Any, ...]
 
 
@@ -305,6 +310,9 @@ class LoRaWANSource(Source):
         if not rx.crc_ok:
             self.reject("crc_bad", f"stat {rx.stat}", gateway=gateway)
             return
+        if not region.in_band(rx.freq):  # never answered: RX1 would be an illegal channel
+            self.reject("wrong_region", region.out_of_band(rx.freq), gateway=gateway)
+            return
         try:
             frame = phy.parse_phy(rx.data)
         except DecodeError as exc:
@@ -321,25 +329,7 @@ class LoRaWANSource(Source):
 
     def _verify(self, frame: phy.DataFrame) -> tuple[Device, int, bool] | None:
         """The device whose NwkSKey signs the frame, the 32-bit FCnt, and a counter reset."""
-        for dev in self._by_addr.get(frame.dev_addr, ()):
-            s = dev.session
-            key = s.nwk_s_key
-            assert key is not None
-            fcnt32 = fcnt.infer_fcnt(frame.fcnt16, s.fcnt_up)
-            if crypto.verify_data_mic(key, frame.dev_addr, fcnt32, True, frame.msg, frame.mic):
-                stale = fcnt.is_replay(fcnt32, s.fcnt_up) or fcnt.is_gap_too_large(
-                    fcnt32, s.fcnt_up
-                )
-                if (
-                    stale
-                    and dev.relaxed
-                    and not self._is_copy(frame.dev_addr, fcnt32, frame.msg + frame.mic)
-                ):
-                    alt = frame.fcnt16
-                    if crypto.verify_data_mic(key, frame.dev_addr, alt, True, frame.msg, frame.mic):
-                        return dev, alt, True
-                return dev, fcnt32, False
-        return None
+        return resets.verify(self._by_addr.get(frame.dev_addr, ()), frame, self._is_copy)
 
     def _uplink(self, gateway: str, rx: semtech.RxPacket, frame: phy.DataFrame) -> None:
         addr_hex = frame.dev_addr_hex
@@ -366,6 +356,9 @@ class LoRaWANSource(Source):
             dev.count("duplicates")
             return
         last = dev.session.fcnt_up
+        if reset and resets.seen(dev.session, rx.data):
+            self.reject("replay", f"FCnt {fcnt32}: a frame accepted before, not a restart", dev)
+            return
         if not reset and fcnt.is_replay(fcnt32, last):
             self.reject("replay", f"FCnt {fcnt32} <= {last}", dev, gateway=gateway)
             return
@@ -374,8 +367,10 @@ class LoRaWANSource(Source):
             return
         if reset:
             dev.count("fcnt_resets")
-            dev.log.info("fcnt_reset_accepted", fcnt=fcnt32, last=last)
+            dev.log.warning("fcnt_reset_accepted", fcnt=fcnt32, last=last, hint=RESET_HINT)
         dev.session.fcnt_up = fcnt32
+        if dev.relaxed:
+            resets.remember(dev.session, fcnt32, rx.data)
         self.store.save(dev.session)
         self._remember(frame.dev_addr, fcnt32, rx.data)
         self._count_macs(dev, frame.mac_commands())
@@ -461,7 +456,9 @@ class LoRaWANSource(Source):
             "fport": frame.fport,
             "dev_addr": frame.dev_addr_hex,
         }
-        readings = self._readings(dev, decoded, pending.received, meta)
+        readings, bad = values.readings(dev, decoded, pending.received, meta)
+        for reason, detail in bad:
+            self.reject(reason, detail, dev)
         if not readings:
             return
         try:
@@ -470,33 +467,6 @@ class LoRaWANSource(Source):
             self.reject("queue_full", f"{QUEUE_MAX} uplinks waiting", dev)
             return
         self.counters["readings"] += len(readings)
-
-    def _readings(
-        self, dev: Device, decoded: Decoded, ts: Any, meta: dict[str, Any]
-    ) -> list[Reading]:
-        out: list[Reading] = []
-        for key in (*decoded.values, *decoded.bad):
-            fm = dev.fields.get(key)
-            if fm is None:
-                dev.count("unmapped")
-                continue
-            common: dict[str, Any] = dict(
-                device=dev.config.id,
-                point=fm.name,
-                unit=fm.unit or decoded.units.get(key, ""),
-                ts=ts,
-                family=fm.family,
-                cell=dev.cell,
-                meta=meta,
-            )
-            if key in decoded.bad:
-                out.append(
-                    Reading(value=None, quality=Quality.BAD, reason=decoded.bad[key], **common)
-                )
-                continue
-            value = scale_value(decoded.values[key], fm.scale, fm.offset)
-            out.append(Reading(value=value, **common))
-        return out
 
     def _reply(
         self,
@@ -593,11 +563,12 @@ class LoRaWANSource(Source):
         )
         phy_accept, keys = join.answer_join_request(frame, dev.app_key, accept)
         gateway, rx = pending.best()
-        if not self._downlink(dev, gateway, rx, phy_accept, JOIN_DELAY_US):
+        if not self._downlink(dev, gateway, rx, phy_accept, region.JOIN_ACCEPT_DELAY1_US):
             return
         s = dev.session
         s.dev_addr, s.nwk_s_key, s.app_s_key = accept.dev_addr, keys.nwk_s_key, keys.app_s_key
         s.fcnt_up, s.fcnt_down, s.joined = None, 0, True
+        s.reset_seen.clear()  # frames of the old keys never verify again
         self.store.save(s)
         self._reindex()
         self.counters["joins"] += 1
@@ -643,8 +614,11 @@ class LoRaWANSource(Source):
 def build_source(bus: BusConfig, devices: Sequence[DeviceConfig], ctx: SourceContext) -> Source:
     """The source of a ``lorawan-udp`` bus; its sessions live in ``ctx.state_dir``.
 
-    The file is ``lorawan-<bus name>.json``, so two LoRaWAN buses never share one.
+    The file is ``lorawan-<bus name>.json``, so two LoRaWAN buses never share one;
+    another such file holding sessions of this bus's devices (a renamed bus) is
+    warned about and counted.
     """
     store = SessionStore(ctx.state_dir / f"lorawan-{bus.name}.json")
+    store.check_other_files(bus.name, (str(d.options["dev_eui"]) for d in devices))
     mine = [(d, ctx.cell_for(d)) for d in devices]
     return LoRaWANSource(bus, mine, store, clock_ok=ctx.clock_ok)

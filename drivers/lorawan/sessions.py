@@ -7,11 +7,20 @@ the downlink counter, and for OTAA devices every DevNonce it has joined with
 (so a replayed join request is refused).
 
 The file is rewritten on every change, atomically (temporary file, fsync,
-rename), so a crash leaves the old or the new version, never a torn one. A
+rename), so a crash leaves the old or the new version, never a torn one. It
+holds session keys, so it is written with mode 0600 whatever the umask (and
+a file an older version left wider is narrowed when it is read). A
 file that still does not parse (a disk fault, a hand edit) is moved aside as
 ``<name>.corrupt-<time>``, logged and counted, and the store starts from the
 configured sessions; a record that does not make sense is dropped and
 counted the same way. Neither stops the driver.
+
+The file is named after the bus (``lorawan-<bus>.json``). When a bus is
+renamed, its devices' sessions stay in the old file and the bus starts
+without them (an ABP counter starts again, reopening replay; OTAA devices
+must join again). :meth:`SessionStore.check_other_files` finds other
+``lorawan-*.json`` files holding sessions of this bus's devices, says which
+and what to do, and counts each (``state_file_other_bus``).
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +42,8 @@ from tinydb.storages import Storage
 from cityedge.drivers.lorawan import crypto
 
 MAX_DEV_NONCES = 4096  # DevNonces kept per device; the oldest go first
+FILE_MODE = 0o600  # the file holds session keys: owner only, whatever the umask
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
 class AtomicJSONStorage(Storage):
@@ -54,6 +67,8 @@ class AtomicJSONStorage(Storage):
             text = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        with contextlib.suppress(OSError):  # a file an older version wrote 0644
+            os.chmod(self.path, FILE_MODE)
         try:
             data = json.loads(text)
             if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
@@ -70,7 +85,11 @@ class AtomicJSONStorage(Storage):
         self._data = data
         self._loaded = True
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        # Created 0600 and narrowed again in case an older .tmp was left wider:
+        # the keys are never readable by others, not even between write and rename.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with open(fd, "wb") as f:
+            os.fchmod(fd, FILE_MODE)
             f.write(json.dumps(data, separators=(",", ":")).encode())
             if self.fsync:
                 f.flush()
@@ -93,6 +112,7 @@ class Session:
     fcnt_down: int = 0
     dev_nonces: list[int] = field(default_factory=list)
     joined: bool = False  # the keys came from an OTAA join (not from the config)
+    reset_seen: list[str] = field(default_factory=list)  # relaxed_fcnt: see .resets
 
     @property
     def active(self) -> bool:
@@ -108,6 +128,7 @@ class Session:
             "fcnt_down": self.fcnt_down,
             "dev_nonces": self.dev_nonces[-MAX_DEV_NONCES:],
             "joined": self.joined,
+            "reset_seen": self.reset_seen,
         }
 
     @classmethod
@@ -129,6 +150,11 @@ class Session:
         nonces = doc.get("dev_nonces", [])
         if not isinstance(nonces, list):
             raise ValueError("dev_nonces is not a list")
+        seen = doc.get("reset_seen", [])
+        if not isinstance(seen, list) or not all(
+            isinstance(f, str) and _FINGERPRINT.fullmatch(f) for f in seen
+        ):
+            raise ValueError("reset_seen is not a list of 16 hex digit fingerprints")
         return cls(
             dev_eui=str(doc["dev_eui"]).lower(),
             dev_addr=None if addr is None else int(addr, 16) & 0xFFFFFFFF,
@@ -138,6 +164,7 @@ class Session:
             fcnt_down=counter(doc.get("fcnt_down", 0), 0xFFFFFFFF) or 0,
             dev_nonces=[int(counter(n, 0xFFFF) or 0) for n in nonces],
             joined=bool(doc.get("joined", False)),
+            reset_seen=list(seen),
         )
 
 
@@ -198,5 +225,53 @@ class SessionStore:
         self.writes += 1
         return True
 
+    def check_other_files(self, bus: str, dev_euis: Iterable[str]) -> list[Path]:
+        """Other ``lorawan-*.json`` files holding sessions of these devices: warned and counted.
+
+        Run once at start, before any write. Such a file is the state of a bus
+        renamed to ``bus`` (or of another bus the devices moved from): its
+        sessions are not used here.
+        """
+        mine = {eui.lower() for eui in dev_euis}
+        found: list[Path] = []
+        for other in sorted(self.path.parent.glob("lorawan-*.json")):
+            held = sorted(mine & _dev_euis(other)) if other != self.path else []
+            if not held:
+                continue
+            found.append(other)
+            self._count("state_file_other_bus")
+            self._log.warning(
+                "state_file_other_bus",
+                file=str(other),
+                bus=bus,
+                devices=held[:10],
+                sessions=len(held),
+                hint=_other_file_hint(other, self.path, self._holds_any(held)),
+            )
+        return found
+
+    def _holds_any(self, dev_euis: Iterable[str]) -> bool:
+        return any(self.load(eui) is not None for eui in dev_euis)
+
     def close(self) -> None:
         self._db.close()
+
+
+def _dev_euis(path: Path) -> set[str]:
+    """The DevEUIs a state file holds sessions of; none if it does not read."""
+    try:
+        data = json.loads(path.read_bytes())
+        docs = data["sessions"].values()
+        return {str(d["dev_eui"]).lower() for d in docs if isinstance(d, dict) and "dev_eui" in d}
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _other_file_hint(other: Path, own: Path, own_has_them: bool) -> str:
+    lost = "this bus starts without those sessions (ABP counters restart, OTAA devices re-join)"
+    if own_has_them:
+        return f"{lost}; {own.name} already holds newer ones: delete {other.name}"
+    return (
+        f"{lost}: if the bus was renamed, stop the agent and rename {other.name} "
+        f"to {own.name}; if that bus and its devices are gone, delete {other.name}"
+    )
