@@ -182,6 +182,10 @@ CASES = {
         point("p", "input", 0, "int16", 'units = "V"'),
         (12, "points[0].units", "unknown key, did you mean 'unit'?"),
     ),
+    "scale of zero": (
+        point("p", "input", 0, "int16", "scale = 0"),
+        (12, "points[0].scale", "0 would turn every value into 0"),
+    ),
 }
 
 
@@ -222,6 +226,72 @@ def test_duplicate_point_names_are_errors(tmp_path: Path) -> None:
     """Point names are unique within a profile; the second names the first's line."""
     text = HEAD + point("p", "input", 0, "int16") + point("p", "input", 1, "int16")
     assert only(tmp_path, text) == (14, "points[1].name", "duplicate point name (first at line 7)")
+
+
+def test_duplicate_names_are_found_beside_other_mistakes_of_the_points(tmp_path: Path) -> None:
+    """A duplicate name is reported in the same pass as a bad type on the first point."""
+    text = HEAD + point("p", "input", 0, "float33") + point("p", "input", 1, "int16")
+    found = [(p.line, p.path) for p in problems(tmp_path, text)]
+    assert found == [(11, "points[0].type"), (14, "points[1].name")]
+
+
+def test_a_scale_of_zero_says_what_is_allowed(tmp_path: Path) -> None:
+    """scale = 0 would publish 0 for every value: rejected, with the allowed values and got."""
+    (problem,) = problems(tmp_path, HEAD + point("p", "input", 0, "int16", "scale = 0"))
+    assert (problem.allowed, problem.got) == ("any number except 0", 0)
+
+
+def test_alert_levels_out_of_order_show_what_was_given(tmp_path: Path) -> None:
+    """Levels that do not get worse from blue to red: the rule and the levels given."""
+    alert = "alert = { above = { blue = 75, yellow = 50, red = 25 } }"
+    (problem,) = problems(tmp_path, HEAD + point("p", "input", 0, "int16", alert))
+    assert (problem.line, problem.path) == (12, "points[0].alert.above")
+    assert problem.message == "levels must get worse from blue to red"
+    assert problem.allowed == "blue <= yellow <= red, for an alert above them"
+    assert problem.got == {"blue": 75.0, "yellow": 50.0, "red": 25.0}
+    below = alert.replace("above", "below").replace("75", "5")
+    (problem,) = problems(tmp_path, HEAD + point("p", "input", 0, "int16", below))
+    assert problem.allowed == "blue >= yellow >= red, for an alert below them"
+    assert problem.got == {"blue": 5.0, "yellow": 50.0, "red": 25.0}
+
+
+GENERIC = """\
+[profile]
+vendor = "Acme"
+model = "T1"
+family = "environment"
+protocol = "serial"
+codec = "generic"
+source = "Acme T1 manual"
+byte_order = "ABCD"
+
+[codec]
+kind = "line"
+regex = 'T=(?P<temperature>-?[0-9.]+) RH=(?P<humidity>[0-9.]+)'
+fields = [{name = "temperature"}, {name = "humidity"}]
+
+[[fields]]
+key = "temperature"
+name = "temperature"
+
+[[fields]]
+key = "humidty"
+name = "humidity"
+"""
+
+
+def test_a_generic_codec_field_must_map_a_value_it_yields(tmp_path: Path) -> None:
+    """A [[fields]] key the generic codec never yields: named with a did-you-mean and the keys."""
+    found = problems(tmp_path, GENERIC)
+    assert [(p.line, p.path) for p in found] == [(8, "profile.byte_order"), (20, "fields[1].key")]
+    key = found[1]
+    assert key.message == "the generic codec yields no such value, did you mean 'humidity'?"
+    assert (key.allowed, key.got) == ("temperature, humidity", "humidty")
+    fixed = GENERIC.replace('key = "humidty"', 'key = "humidity"').replace(
+        'byte_order = "ABCD"\n', ""
+    )
+    write_profile(tmp_path, fixed)
+    assert [f.key for f in load_profile(tmp_path, "acme/m1").fields] == ["temperature", "humidity"]
 
 
 def test_profile_table_rules(tmp_path: Path) -> None:

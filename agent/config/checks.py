@@ -18,7 +18,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -165,11 +165,17 @@ def run_check(ctx: Context, check: Check, value: Any, key: Key) -> Any:
 
 
 def _unknown(ctx: Context, key: Key, name: str, known: list[str]) -> None:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    if close:
-        ctx.report(key, f"unknown key, did you mean {close[0]!r}?")
+    hint = did_you_mean(name, known)
+    if hint:
+        ctx.report(key, f"unknown key{hint}")
     else:
         ctx.report(key, "unknown key", allowed=", ".join(known) or "none")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``", did you mean 'x'?"`` for the closest of ``known`` to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f", did you mean {close[0]!r}?" if close else ""
 
 
 # -- checkers ---------------------------------------------------------------

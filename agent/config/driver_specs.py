@@ -26,7 +26,7 @@ from cityedge.config.checks import (
     table,
     text,
 )
-from cityedge.config.toml_lines import Key
+from cityedge.config.toml_lines import Key, format_key
 
 
 def rtu_unit_id() -> Check:
@@ -84,6 +84,15 @@ def _opc_endpoint(ctx: Context, value: Any, key: Key) -> str:
     return endpoint
 
 
+def serial_port(ctx: Context, value: Any, key: Key) -> str:
+    """A serial device path; not required to exist (USB adapters come and go)."""
+    hint = "a device path such as /dev/ttyUSB0 or /dev/serial/by-id/..., COM3, or a pyserial URL"
+    port: str = text(hint=hint)(ctx, value, key)
+    if not (port.startswith("/") or re.fullmatch(r"COM\d+", port) or "://" in port):
+        raise Invalid("not a serial port", hint)
+    return port
+
+
 def _mac(ctx: Context, value: Any, key: Key) -> str:
     hint = "AA:BB:CC:DD:EE:FF"
     mac: str = text(hint=hint)(ctx, value, key)
@@ -92,8 +101,9 @@ def _mac(ctx: Context, value: Any, key: Key) -> str:
     return mac.upper().replace("-", ":")
 
 
+# The serial line of a modbus-rtu or serial-sensor bus.
 SERIAL_LINE: Fields = {
-    "device": Field(text(), required=True),
+    "device": Field(serial_port, required=True),
     "baudrate": Field(choice(*BAUD_RATES)),
     "parity": Field(choice("N", "E", "O")),
     "stopbits": Field(choice(1, 2)),
@@ -180,7 +190,53 @@ LORAWAN_NEEDS = {
 def device_post(ctx: Context, bus_type: str, key: Key, values: dict[str, Any]) -> None:
     """Cross-field rules of a device's protocol keys."""
     if bus_type == "lorawan-udp":
-        activation = values.get("activation", "abp")
-        for needed in LORAWAN_NEEDS.get(activation, ()):
+        activation = _activation(ctx, key, values)
+        for needed in LORAWAN_NEEDS.get(activation or "", ()):
             if needed not in values and (*key, needed) not in ctx.lines:
                 ctx.report(key, f"missing required key {needed!r} for {activation} activation")
+
+
+def _activation(ctx: Context, key: Key, values: dict[str, Any]) -> str | None:
+    """A LoRaWAN device's activation; None when its value is invalid (and reported)."""
+    if "activation" not in values and (*key, "activation") in ctx.lines:
+        return None  # which keys it needs, or whether it is ABP, is unknown
+    return str(values.get("activation", "abp"))
+
+
+# One validated device: its key, its bus's name and type, and its good values.
+DeviceEntry = tuple[Key, str, str, dict[str, Any]]
+
+
+def check_radio_ids(ctx: Context, devices: list[DeviceEntry]) -> None:
+    """LoRaWAN identities that would make one device steal another's uplinks.
+
+    A DevEUI names one radio: two devices with the same one (on any LoRaWAN
+    bus) leave one of them never joined or never heard. Two ABP devices on
+    one bus may share a DevAddr (the network server tells them apart by the
+    MIC, as the LoRaWAN spec allows), but not with the same NwkSKey too: then
+    every uplink of both goes to the first one.
+    """
+    euis: dict[str, str] = {}  # DevEUI -> the first device that has it, as messages name it
+    addrs: dict[tuple[str, str, str], str] = {}
+    for key, bus, bus_type, values in devices:
+        if BUS_PROTOCOL.get(bus_type) != "lorawan":
+            continue
+        who = f"device {values['id']!r}" if "id" in values else format_key(key)
+        who += f" at line {ctx.line(key)}"
+        eui = values.get("dev_eui")
+        if eui in euis:
+            allowed = "a DevEUI no other device has, whatever its case or separators"
+            ctx.report((*key, "dev_eui"), f"same DevEUI as {euis[eui]}", allowed, eui)
+        elif eui is not None:
+            euis[eui] = who
+        abp = bus_type == "lorawan-udp" and _activation(ctx, key, values) == "abp"
+        addr, nwk_key = values.get("dev_addr"), values.get("nwk_s_key")
+        if not abp or addr is None or nwk_key is None:
+            continue
+        session = (bus, addr, nwk_key)
+        if session in addrs:
+            message = f"same dev_addr and nwk_s_key as {addrs[session]}, which gets its uplinks"
+            allowed = "a dev_addr or nwk_s_key no other ABP device on this bus has"
+            ctx.report((*key, "dev_addr"), message, allowed, addr)
+        else:
+            addrs[session] = who

@@ -11,7 +11,6 @@ section the :class:`Config` dataclass has no attribute for yet lands in
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cityedge
+from cityedge.config.anomaly_models import MODEL, InstalledModels
 from cityedge.config.checks import (
     INVALID,
     Context,
@@ -28,6 +28,7 @@ from cityedge.config.checks import (
     array,
     boolean,
     choice,
+    did_you_mean,
     integer,
     number,
     parse_toml,
@@ -42,6 +43,11 @@ from cityedge.config.driver_specs import (
     BUS_OPTIONS,
     BUS_PROTOCOL,
     DEVICE_OPTIONS,
+    HOST,
+    PORT,
+    SERIAL_LINE,
+    DeviceEntry,
+    check_radio_ids,
     device_post,
 )
 from cityedge.config.model import (
@@ -72,24 +78,12 @@ from cityedge.errors import ConfigError, Problem
 
 PROFILES_ENV = "CITYEDGE_PROFILES"
 SHARED_PROFILES = Path("/usr/share/cityedge/firmware-profiles")
-BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 ID = text(r"[A-Za-z0-9_.:-]+", hint="letters, digits, _ . : -")
-HOST = text(r"[A-Za-z0-9_.:%\[\]-]+", hint="a host name or IP address")
-PORT = integer(1, 65535)
 POSITIVE = number(0, above=True)
 LATITUDE = number(-90, 90)
 LONGITUDE = number(-180, 180)
-
-
-def _serial_port(ctx: Context, value: Any, key: Key) -> str:
-    """A serial device path; not required to exist (USB adapters come and go)."""
-    hint = "a device path such as /dev/ttyUSB0 or /dev/serial/by-id/..., COM3, or a pyserial URL"
-    port: str = text(hint=hint)(ctx, value, key)
-    if not (port.startswith("/") or re.fullmatch(r"COM\d+", port) or "://" in port):
-        raise Invalid("not a serial port", hint)
-    return port
 
 
 def _topic_prefix(ctx: Context, value: Any, key: Key) -> str:
@@ -133,13 +127,7 @@ BUS_FIELDS: dict[str, Fields] = {
         "port": Field(PORT),
         "max_in_flight": Field(integer(1, 256)),
     },
-    "modbus-rtu": {
-        "device": Field(_serial_port, required=True),
-        "baudrate": Field(choice(*BAUD_RATES)),
-        "parity": Field(choice("N", "E", "O")),
-        "stopbits": Field(choice(1, 2)),
-        "bytesize": Field(choice(7, 8)),
-    },
+    "modbus-rtu": dict(SERIAL_LINE),
     **BUS_OPTIONS,
 }
 LOCATION_FIELDS: Fields = {
@@ -220,7 +208,7 @@ def _listen(ctx: Context, value: Any, key: Key) -> str:
 WATCH_FIELDS: Fields = {
     "device": Field(text(), required=True),
     "point": Field(text(), required=True),
-    "model": Field(text(r"[a-z0-9_]{1,64}", hint="a model folder name, e.g. block_novelty")),
+    "model": Field(MODEL),
 }
 ANOMALY_FIELDS: Fields = {
     "tick_s": Field(number(0.05, 60)),
@@ -277,18 +265,30 @@ def _bus(ctx: Context, name: str, value: Any, key: Key) -> dict[str, Any] | None
 
 
 def _opcua_post(ctx: Context, key: Key, values: dict[str, Any]) -> None:
-    """OPC UA security settings that only make sense together."""
+    """OPC UA security settings that only make sense together.
+
+    Without ``security_mode`` the mode follows the policy, as the OPC UA
+    source and ``cityedge opcua browse`` do: None for None, SignAndEncrypt
+    otherwise. A key whose own value is bad is reported once, at itself:
+    the rules that depend on it are skipped.
+    """
+    bad = {name for name in BUS_OPTIONS["opcua"] if (*key, name) in ctx.lines} - set(values)
     policy = values.get("security_policy", "None")
-    mode = values.get("security_mode", "None")
-    if (policy == "None") != (mode == "None"):
+    mode = values.get("security_mode")
+    fits = mode is None or (policy == "None") == (mode == "None")  # None: left out or bad
+    if not fits and "security_policy" not in bad:
         ctx.report((*key, "security_mode"), f"does not fit security_policy {policy!r}",
-                   "None with None; Sign or SignAndEncrypt with Basic256Sha256", mode)  # fmt: skip
-    if ("certificate" in values) != ("private_key" in values):
+                   "None with None; Sign or SignAndEncrypt with Basic256Sha256 "
+                   "(leave it out: it follows the policy)", mode)  # fmt: skip
+    if ("certificate" in values) != ("private_key" in values) and not bad & _KEY_PAIR:
         ctx.report(key, "certificate and private_key go together (or leave both out: "
                    "the gateway creates its own)")  # fmt: skip
-    if policy != "None" and not values.get("trust"):
+    if policy != "None" and not values.get("trust") and "trust" not in bad:
         ctx.report((*key, "trust"), "a secure connection needs the server's certificate here",
                    "a list of certificate files (.der or .pem)")  # fmt: skip
+
+
+_KEY_PAIR = {"certificate", "private_key"}
 
 
 TOP_FIELDS: Fields = {
@@ -338,14 +338,24 @@ def check_config(
     top = validate_table(ctx, doc, TOP_FIELDS, ()) or {}
     pdir = resolve_profiles_dir(path, top.get("profiles_dir"), profiles_dir)
     buses = top.get("buses", {})
+    models = _installed_models(ctx, top)
     raw_devices = _validate_devices(ctx, top.get("devices", []), buses)
-    devices = _devices(ctx, raw_devices, buses, pdir, overlay)
+    devices = _devices(ctx, raw_devices, buses, pdir, overlay, models)
     declared = [d["id"] for d in top.get("devices", []) if isinstance(d, dict) and "id" in d]
-    _check_watch(ctx, top.get("anomaly"), devices, [str(i) for i in declared])
+    _check_watch(ctx, top.get("anomaly"), devices, [str(i) for i in declared], models)
     if ctx.problems:
         own = str(path)
         return None, sorted(ctx.problems, key=lambda p: (p.file != own, p.file, p.line))
     return _assemble(path, top, buses, devices, pdir), []
+
+
+def _installed_models(ctx: Context, top: dict[str, Any]) -> InstalledModels | None:
+    """The models this config's agent can load; None if [storage] or [anomaly] is bad."""
+    if any((name,) in ctx.lines and name not in top for name in ("storage", "anomaly")):
+        return None  # where the agent looks is unknown: its problems are reported
+    return InstalledModels.of(
+        top.get("storage", StorageConfig()), top.get("anomaly", AnomalyConfig())
+    )
 
 
 def resolve_profiles_dir(
@@ -362,8 +372,11 @@ def resolve_profiles_dir(
         if chosen is not None:
             return Path(chosen)
     beside = _absolute(config_path).parent / "firmware-profiles"
-    if beside.is_dir():
-        return beside
+    return beside if beside.is_dir() else shipped_profiles_dir()
+
+
+def shipped_profiles_dir() -> Path:
+    """The profiles that come with the agent: source tree, installed prefix, else /usr/share."""
     repo = Path(cityedge.__file__).parent.parent / "firmware-profiles"
     if repo.is_dir():
         return repo
@@ -382,9 +395,10 @@ def _devices(
     buses: dict[str, Any],
     pdir: Path,
     overlay: Path | None = None,
+    models: InstalledModels | None = None,
 ) -> list[DeviceConfig]:
     """Cross-check devices (ids, buses, profiles) and build the valid ones."""
-    cache = ProfileCache()
+    cache = ProfileCache(models)
     seen: dict[str, int] = {}
     serial_taken: dict[str, int] = {}
     built: list[DeviceConfig] = []
@@ -417,9 +431,13 @@ def _devices(
 
 
 def _check_watch(
-    ctx: Context, anomaly: Any, devices: list[DeviceConfig], declared: list[str]
+    ctx: Context,
+    anomaly: Any,
+    devices: list[DeviceConfig],
+    declared: list[str],
+    models: InstalledModels | None = None,
 ) -> None:
-    """[anomaly] watch entries name a configured device and a point of its profile.
+    """[anomaly] watch entries name a configured device, a point of its profile and a model.
 
     A device that is in the file but has problems of its own is not reported
     again here: its own lines say what is wrong with it.
@@ -429,6 +447,8 @@ def _check_watch(
     by_id = {d.id: d for d in devices}
     for n, w in enumerate(anomaly.watch):
         key: Key = ("anomaly", "watch", n)
+        if models is not None:
+            models.check(ctx, (*key, "model"), w.model)
         dev = by_id.get(w.device)
         if dev is None:
             if w.device not in declared:
@@ -437,8 +457,7 @@ def _check_watch(
             continue
         names = dev.profile.point_names()
         if w.point not in names:
-            close = difflib.get_close_matches(w.point, names, n=1)
-            hint = f", did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(w.point, names)
             ctx.report((*key, "point"), f"no such point in {dev.profile_name}{hint}",
                        got=w.point)  # fmt: skip
 
@@ -461,6 +480,7 @@ def _validate_devices(
 ) -> list[dict[str, Any] | None]:
     """Each device against the common keys plus its bus type's own keys."""
     out: list[dict[str, Any] | None] = []
+    entries: list[DeviceEntry] = []
     every = {k: f for fields in DEVICE_OPTIONS.values() for k, f in fields.items()}
     for n, dev in enumerate(raw):
         key: Key = ("devices", n)
@@ -478,7 +498,9 @@ def _validate_devices(
         values = validate_table(ctx, dev, fields, key, elsewhere)
         if values is not None and kind is not None:
             device_post(ctx, kind, key, values)
+            entries.append((key, str(name), kind, values))
         out.append(values)
+    check_radio_ids(ctx, entries)
     return out
 
 
@@ -494,8 +516,7 @@ def _device_bus(
         return None
     bus = buses.get(name)
     if name not in buses:
-        close = difflib.get_close_matches(name, list(buses), n=1)
-        hint = f", did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, buses)
         allowed = ", ".join(buses) or "none: declare one as [buses.NAME]"
         ctx.report((*key, "bus"), f"unknown bus{hint}", allowed, name)
         return None
@@ -510,10 +531,13 @@ def _device_profile(
         return None
     if not profile_path(pdir, name).is_file():
         known = available_profiles(pdir)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f", did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, known)
         message = f"unknown profile: no file {profile_path(pdir, name)}{hint}"
-        allowed = None if close else ", ".join(known) or f"none found in {pdir}"
+        shipped = shipped_profiles_dir()
+        if shipped != pdir and profile_path(shipped, name).is_file():
+            message += f"; the shipped {shipped} has it, but only the first profiles folder found"
+            message += " is searched: see Paths in docs/config.md"
+        allowed = None if hint else ", ".join(known) or f"none found in {pdir}"
         ctx.report((*key, "profile"), message, allowed)
         return None
     profile, problems = cache.check(pdir, name)

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any, get_args
 
 from cityedge.alerts import AlertRule
+from cityedge.config.anomaly_models import MODEL, InstalledModels
 from cityedge.config.checks import (
     INVALID,
     Context,
     Field,
+    Invalid,
     array,
     choice,
+    did_you_mean,
     free_table,
     integer,
     number,
@@ -66,6 +69,13 @@ def _range_post(ctx: Context, rng: AddressRange, key: Key) -> None:
 def _write_post(ctx: Context, rng: WriteRange, key: Key) -> None:
     if rng.min > rng.max:
         ctx.report((*key, "max"), "must not be below min", got=rng.max)
+
+
+def _scale(ctx: Context, value: Any, key: Key) -> float:
+    scale: float = number()(ctx, value, key)
+    if scale == 0:
+        raise Invalid("0 would turn every value into 0", "any number except 0")
+    return scale
 
 
 ADDRESS = integer(0, _LAST_ADDRESS)
@@ -130,7 +140,10 @@ def _alert_post(ctx: Context, rule: AlertRule | None, key: Key) -> None:
     used = [t for t in rule.levels if t is not None]
     ordered = sorted(used) if rule.direction == "above" else sorted(used, reverse=True)
     if used != ordered:
-        ctx.report((*key, has[0]), f"levels must get worse from blue to red ({rule.direction})")
+        sign = "<=" if rule.direction == "above" else ">="
+        allowed = f"blue {sign} yellow {sign} red, for an alert {rule.direction} them"
+        given = {n: t for n, t in zip(LEVEL_FIELDS, rule.levels, strict=True) if t is not None}
+        ctx.report((*key, has[0]), "levels must get worse from blue to red", allowed, given)
 
 
 ALERT = Field(table(ALERT_FIELDS, _alert, _alert_post))
@@ -140,7 +153,7 @@ POINT_FIELDS = {
     "address": Field(ADDRESS, required=True),
     "type": Field(choice(*DATA_TYPES), required=True),
     "order": Field(text()),
-    "scale": Field(number()),
+    "scale": Field(_scale),
     "offset": Field(number()),
     "unit": Field(text(nonempty=False)),
     "family": Field(FAMILY),
@@ -148,7 +161,7 @@ POINT_FIELDS = {
     "bits": Field(array(integer(0, 15), min_items=2, max_items=2)),
     "write": Field(table(WRITE_FIELDS, WriteRange, _write_post)),
     "description": Field(text(nonempty=False)),
-    "model": Field(text()),
+    "model": Field(MODEL),
     "alert": ALERT,
 }
 DOCUMENT_FIELDS = {
@@ -163,11 +176,11 @@ FIELD_COMMON = {
     "name": Field(text(r"[a-z0-9_]+", hint="lowercase letters, digits, _"), required=True),
     "unit": Field(text(nonempty=False)),
     "family": Field(FAMILY),
-    "scale": Field(number()),
+    "scale": Field(_scale),
     "offset": Field(number()),
     "write": Field(table(WRITE_FIELDS, WriteRange, _write_post)),
     "description": Field(text(nonempty=False)),
-    "model": Field(text()),
+    "model": Field(MODEL),
     "alert": ALERT,
 }
 OPCUA_TYPES = ("Boolean", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float",
@@ -209,16 +222,21 @@ def available_profiles(profiles_dir: Path) -> list[str]:
 
 
 class ProfileCache:
-    """Profiles already read during one load, by (folder, name)."""
+    """Profiles already read during one load, by (folder, name).
 
-    def __init__(self) -> None:
+    ``models``: the anomaly models the config's agent can load; a point
+    naming another is a problem (None: model names are not checked).
+    """
+
+    def __init__(self, models: InstalledModels | None = None) -> None:
         self._seen: dict[tuple[Path, str], tuple[Profile | None, list[Problem]]] = {}
+        self._models = models
 
     def check(self, profiles_dir: Path, name: str) -> tuple[Profile | None, list[Problem]]:
         """Like :func:`check_profile`, reading each profile at most once."""
         key = (profiles_dir, name)
         if key not in self._seen:
-            self._seen[key] = check_profile(profiles_dir, name)
+            self._seen[key] = check_profile(profiles_dir, name, self._models)
         return self._seen[key]
 
 
@@ -230,8 +248,13 @@ def load_profile(profiles_dir: Path, name: str) -> Profile:
     return profile
 
 
-def check_profile(profiles_dir: Path, name: str) -> tuple[Profile | None, list[Problem]]:
-    """Read and validate one profile; never raises. The profile is None on problems."""
+def check_profile(
+    profiles_dir: Path, name: str, models: InstalledModels | None = None
+) -> tuple[Profile | None, list[Problem]]:
+    """Read and validate one profile; never raises. The profile is None on problems.
+
+    With ``models``, a point's anomaly ``model`` must be one of them.
+    """
     file = profile_path(profiles_dir, name)
     label = str(file)
     if re.fullmatch(PROFILE_NAME, name) is None:
@@ -246,11 +269,16 @@ def check_profile(profiles_dir: Path, name: str) -> tuple[Profile | None, list[P
         return None, ctx.problems
     head = doc.get("profile")
     protocol = head.get("protocol", "modbus") if isinstance(head, dict) else "modbus"
-    if protocol == "modbus" or protocol not in PROTOCOLS:
-        values = validate_table(ctx, doc, DOCUMENT_FIELDS, ()) or {}
+    modbus = protocol == "modbus" or protocol not in PROTOCOLS
+    spec = DOCUMENT_FIELDS if modbus else _push_document(protocol)
+    values = validate_table(ctx, doc, spec, ()) or {}
+    items = "points" if modbus else "fields"
+    _check_names(ctx, items, values.get(items, []))
+    if models is not None:
+        _check_models(ctx, items, values.get(items, []), models)
+    if modbus:
         profile = _build(ctx, name, values, hashlib.sha256(data).hexdigest())
     else:
-        values = validate_table(ctx, doc, _push_document(protocol), ()) or {}
         profile = _build_push(ctx, name, protocol, values, hashlib.sha256(data).hexdigest())
     problems = sorted(ctx.problems, key=lambda p: p.line)
     return (None, problems) if problems else (profile, [])
@@ -265,7 +293,6 @@ def _build(ctx: Context, name: str, values: dict[str, Any], sha256: str) -> Prof
         point = None if raw is None else _point(ctx, ("points", n), raw, head)
         if point is not None:
             points.append((("points", n), point))
-    _check_names(ctx, points)
     _check_overlaps(ctx, points, unreadable)
     if ctx.problems:
         return None
@@ -346,14 +373,25 @@ def _check_span(ctx: Context, key: Key, point: Point, head: dict[str, Any]) -> N
         ctx.report((*key, "length"), message, f"<= max_registers ({limit})", point.words)
 
 
-def _check_names(ctx: Context, points: list[tuple[Key, Point]]) -> None:
+def _check_names(ctx: Context, items: str, raws: list[dict[str, Any] | None]) -> None:
+    """Point names are unique: checked on every point with a valid name, whatever else is bad."""
     first: dict[str, Key] = {}
-    for key, point in points:
-        if point.name in first:
-            line = ctx.line(first[point.name])
+    for n, raw in enumerate(raws):
+        if raw is None or "name" not in raw:
+            continue
+        key: Key = (items, n)
+        if raw["name"] in first:
+            line = ctx.line(first[raw["name"]])
             ctx.report((*key, "name"), f"duplicate point name (first at line {line})")
-        else:
-            first[point.name] = key
+        first.setdefault(raw["name"], key)
+
+
+def _check_models(
+    ctx: Context, items: str, raws: list[dict[str, Any] | None], models: InstalledModels
+) -> None:
+    for n, raw in enumerate(raws):
+        if raw is not None and "model" in raw:
+            models.check(ctx, (items, n, "model"), raw["model"])
 
 
 def _check_overlaps(
@@ -397,18 +435,15 @@ def _build_push(
         ctx.report(("profile", "codec"), f"{protocol} profiles take no codec", got=codec)
     options = values.get("codec") or {}
     if codec == "generic":
-        _check_generic(ctx, options)
-    seen: dict[str, Key] = {}
+        _check_keys(ctx, codec, _generic_keys(ctx, options), values.get("fields", []))
+    for modbus_only in ("byte_order", "max_registers", "max_bits", "max_gap"):
+        if ("profile", modbus_only) in ctx.lines:
+            ctx.report(("profile", modbus_only), "only for modbus profiles")
     maps: list[FieldMap] = []
     common = set(FIELD_COMMON)
-    for n, raw in enumerate(values.get("fields", [])):
+    for raw in values.get("fields", []):
         if raw is None or "key" not in raw or "name" not in raw:
             continue
-        key: Key = ("fields", n)
-        if raw["name"] in seen:
-            line = ctx.line(seen[raw["name"]])
-            ctx.report((*key, "name"), f"duplicate point name (first at line {line})")
-        seen.setdefault(raw["name"], key)
         plain = {k: v for k, v in raw.items() if k in common}
         plain.setdefault("family", head.get("family", "energy"))
         extra = {k: v for k, v in raw.items() if k not in common}
@@ -417,11 +452,6 @@ def _build_push(
         return None
     head.pop("protocol", None)
     vendor, model = head.pop("vendor"), head.pop("model")
-    for modbus_only in ("byte_order", "max_registers", "max_bits", "max_gap"):
-        if modbus_only in head:
-            ctx.report(("profile", modbus_only), "only for modbus profiles")
-    if ctx.problems:
-        return None
     return Profile(
         name=name,
         vendor=vendor,
@@ -435,12 +465,25 @@ def _build_push(
     )
 
 
-def _check_generic(ctx: Context, options: dict[str, Any]) -> None:
-    """A generic serial codec's [codec] table, checked by the codec itself."""
+def _generic_keys(ctx: Context, options: dict[str, Any]) -> list[str] | None:
+    """A generic serial codec's [codec] table, checked by the codec itself: the names it yields."""
     from cityedge.drivers.serial.generic import SpecError, load_codec
 
     try:
-        load_codec(options)
+        return list(load_codec(options).units)
     except SpecError as exc:
         for problem in exc.problems:
             ctx.report(("codec",), problem)
+        return None
+
+
+def _check_keys(
+    ctx: Context, codec: str, produced: list[str] | None, raws: list[dict[str, Any] | None]
+) -> None:
+    """Each field maps a value the codec yields: another key would never get a value."""
+    if produced is None:
+        return  # the codec's own problems are reported
+    for n, raw in enumerate(raws):
+        if raw is not None and "key" in raw and raw["key"] not in produced:
+            message = f"the {codec} codec yields no such value{did_you_mean(raw['key'], produced)}"
+            ctx.report(("fields", n, "key"), message, ", ".join(produced), raw["key"])
