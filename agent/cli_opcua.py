@@ -94,13 +94,34 @@ def _describe(exc: Exception, url: str) -> str:
     from cityedge.drivers.opcua import SecurityMismatch, UntrustedServer
     from cityedge.errors import TransientError
 
-    if isinstance(exc, UntrustedServer | SecurityMismatch):
+    if isinstance(exc, SecurityMismatch):
+        return f"{exc}; {_security_hint(exc.offered, url)}"
+    if isinstance(exc, UntrustedServer):
         return str(exc)
     if isinstance(exc, TransientError):
         return f"{exc} (is the server up and the port open?)"
     if isinstance(exc, TimeoutError | OSError):
         return f"cannot reach {url}: {exc or type(exc).__name__} (is the server up?)"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _security_hint(offered: list[str], url: str) -> str:
+    """Which --security-* options to try, from the policy/mode pairs a server offers."""
+    usable = [p.split("/", 1) for p in offered if p.split("/", 1)[0] in POLICIES]
+    if not usable:
+        if offered:
+            return f"cityedge speaks only {' and '.join(POLICIES)} (ask for one on the server)"
+        return (
+            f"`cityedge opcua endpoints {url}` lists what it offers; "
+            "choose with --security-policy and --security-mode"
+        )
+    policy, mode = max(usable, key=lambda p: (p[0] != "None", p[1] == "SignAndEncrypt"))
+    if policy == "None":
+        return "try --security-policy None (and no --security-mode)"
+    return (
+        f"try --security-policy {policy} --security-mode {mode} --trust SERVER_CERT "
+        f"(`cityedge opcua endpoints {url}` shows the certificate's thumbprint)"
+    )
 
 
 async def _endpoints(args: argparse.Namespace) -> int:

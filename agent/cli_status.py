@@ -18,6 +18,7 @@ from typing import Any
 from cityedge.cli_util import AgentRefused, AgentUnreachable, add_json, add_socket, ask, say
 from cityedge.cli_util import print_json as _print_json
 from cityedge.errors import EXIT_FAILURE, EXIT_OK
+from cityedge.metrics import DOWN_STATES
 
 # Per-source keys worth a mention on the bus line, in this order.
 BUS_EXTRAS = (
@@ -151,6 +152,8 @@ def _outbox(st: Mapping[str, Any]) -> str | None:
 def _signer(st: Mapping[str, Any]) -> str | None:
     if "signer" not in st:
         return None
+    if st["signer"] is None:  # the agent has no signer: [signing] enabled = false
+        return "signer   off (signing disabled: batches go out unsigned)"
     sg = _d(st["signer"])
     line = f"signer   {sg.get('state')}"
     count, total = sg.get("latency_count"), sg.get("latency_sum_s")
@@ -226,7 +229,7 @@ def _device(dev: str, ds: Mapping[str, Any]) -> str:
     line = (
         f"  {dev:<16} {ds.get('state', ''):<12} {activity}  errors {ds.get('errors_total', 0):>5}"
     )
-    if ds.get("poll_rate_hz"):
+    if ds.get("poll_rate_hz") and ds.get("state") not in DOWN_STATES:
         line += f"  rate {ds['poll_rate_hz']}/s"
     last = next((ds[k] for k in LAST_KEYS if ds.get(k)), None)
     if last is not None:

@@ -8,11 +8,16 @@ readings dropped, reconnects). The agent publishes it on its health topic
 every ``health_every_s`` and keeps the snapshot for the next one.
 
 Data completeness of a device is the share of the readings it should have
-delivered in the period that it did: successful polls over
-``period / poll_interval_s`` for polled devices; push sources report
-``expected_interval_s`` (their nominal rate) to take part, or their
-completeness is ``None``. A device that appeared mid-period (a reload)
-counts from zero. Ratios are capped at 1.0 (a manual read is not a surplus).
+delivered in the period that it did. Both counts come from the device's
+entry in its source's status: a device whose status has ``poll_interval_s``
+(Modbus, OPC UA while polling) is polled, ``received`` counts its successful
+``polls`` and ``expected`` is ``period / poll_interval_s``; any other device
+is a push device (LoRaWAN, ChirpStack, BLE, serial, OPC UA subscriptions),
+``received`` counts its ``frames``, and ``expected`` comes from an
+``expected_interval_s`` in its status, which no push source reports today:
+their ``expected`` and ratio are ``None``. A device that appeared mid-period
+(a reload) counts from zero. Ratios are capped at 1.0 (a manual read is not
+a surplus).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from cityedge.metrics import DOWN_STATES
 from cityedge.readings import format_ts
 
 SCHEMA = 1
@@ -45,6 +51,11 @@ def devices_of(snapshot: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return found
 
 
+def _received_key(ds: Mapping[str, Any]) -> str:
+    """What a device's deliveries are counted in: polls if it is polled, else frames."""
+    return "polls" if _n(ds.get("poll_interval_s")) > 0 else "frames"
+
+
 def completeness(
     now: Mapping[str, Any], before: Mapping[str, Any] | None, period_s: float
 ) -> dict[str, Any]:
@@ -52,9 +63,8 @@ def completeness(
     earlier = devices_of(before or {})
     out: dict[str, Any] = {}
     for dev, ds in sorted(devices_of(now).items()):
-        received = _n(ds.get("polls", ds.get("received"))) - _n(
-            earlier.get(dev, {}).get("polls", earlier.get(dev, {}).get("received"))
-        )
+        key = _received_key(ds)
+        received = _n(ds.get(key)) - _n(earlier.get(dev, {}).get(key))
         interval = _n(ds.get("poll_interval_s") or ds.get("expected_interval_s"))
         expected = int(period_s / interval) if interval > 0 else None
         ratio = None
@@ -88,7 +98,7 @@ def build_health(
         period, prev = uptime, {}
     per_device = completeness(snapshot, prev or None, period)
     devices = devices_of(snapshot)
-    down = sorted(d for d, ds in devices.items() if ds.get("state") == "down")
+    down = sorted(d for d, ds in devices.items() if ds.get("state") in DOWN_STATES)
     ratios = [c["ratio"] for c in per_device.values() if c["ratio"] is not None]
     alerts, prev_alerts = _d(snapshot.get("alerts")), _d(prev.get("alerts"))
     ob, prev_ob = _d(snapshot.get("outbox")), _d(prev.get("outbox"))

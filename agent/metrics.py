@@ -117,12 +117,47 @@ def _gateway(s: Snapshot) -> Iterable[Family]:
     return [info, up, clock]
 
 
-def _devices(s: Snapshot) -> Iterable[Family]:
+def _errors(ds: Mapping[str, Any]) -> dict[str, float]:
+    """A device's errors by reason, whatever key its source keeps them under.
+
+    Sources count by reason in ``errors``; a source that only keeps a total
+    (ChirpStack's ``errors_total``) has it exported as reason ``unclassified``,
+    and so has any part of a total its reasons do not explain.
+    """
+    out: dict[str, float] = {}
+    for reason, n in _dict(ds.get("errors")).items():
+        if (number := _number(n)) is not None:
+            out[str(reason)] = number
+    rest = (_number(ds.get("errors_total")) or 0.0) - sum(out.values())
+    if rest > 0:
+        out["unclassified"] = out.get("unclassified", 0.0) + rest
+    return out
+
+
+def _buses(s: Snapshot) -> Iterable[Family]:
     connected = Family("cityedge_bus_connected", "gauge", "1 while the bus transport is open.")
-    polls = Family("cityedge_device_polls_total", "counter", "Successful polls of a device.")
-    errors = Family(
-        "cityedge_device_errors_total", "counter", "Failed polls of a device, by reason."
+    rejected = Family(
+        "cityedge_bus_rejected_total",
+        "counter",
+        "Inputs a bus refused before they became readings (bad frames, strangers), by reason.",
     )
+    for name, src in sorted(_dict(s.get("sources")).items()):
+        src = _dict(src)
+        bus = str(src.get("bus", name))
+        connected.add(src.get("connected"), bus=bus)
+        for reason, n in sorted(_dict(src.get("rejected")).items()):
+            rejected.add(n, bus=bus, reason=reason)
+    return [connected, rejected]
+
+
+def _devices(s: Snapshot) -> Iterable[Family]:
+    polls = Family("cityedge_device_polls_total", "counter", "Successful polls of a device.")
+    frames = Family(
+        "cityedge_device_frames_total",
+        "counter",
+        "Frames a push source received from a device (uplinks, adverts, notifications).",
+    )
+    errors = Family("cityedge_device_errors_total", "counter", "Errors of a device, by reason.")
     up = Family("cityedge_device_up", "gauge", "1 when the device answers, 0 when it is down.")
     latency = Family(
         "cityedge_device_poll_latency_seconds", "summary", "Time a successful poll took."
@@ -133,11 +168,11 @@ def _devices(s: Snapshot) -> Iterable[Family]:
     for name, src in sorted(_dict(s.get("sources")).items()):
         src = _dict(src)
         bus = str(src.get("bus", name))
-        connected.add(src.get("connected"), bus=bus)
         for dev, ds in sorted(_dict(src.get("devices")).items()):
             ds = _dict(ds)
             polls.add(ds.get("polls"), bus=bus, device=dev)
-            for reason, n in sorted(_dict(ds.get("errors")).items()):
+            frames.add(ds.get("frames"), bus=bus, device=dev)
+            for reason, n in sorted(_errors(ds).items()):
                 errors.add(n, bus=bus, device=dev, reason=reason)
             if "state" in ds:
                 up.add(ds["state"] not in DOWN_STATES, bus=bus, device=dev)
@@ -150,7 +185,7 @@ def _devices(s: Snapshot) -> Iterable[Family]:
             if count is not None and total is not None:
                 latency.add(total, "_sum", bus=bus, device=dev)
                 latency.add(count, "_count", bus=bus, device=dev)
-    return [connected, polls, errors, up, latency, skipped]
+    return [polls, frames, errors, up, latency, skipped]
 
 
 def _writer_outbox(s: Snapshot) -> Iterable[Family]:
@@ -230,6 +265,7 @@ def render(snapshot: Snapshot) -> str:
     """The exposition text of a status snapshot (families without samples are left out)."""
     families = [
         *_gateway(snapshot),
+        *_buses(snapshot),
         *_devices(snapshot),
         *_writer_outbox(snapshot),
         *_uplink(snapshot),

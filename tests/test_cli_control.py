@@ -14,7 +14,10 @@ import pytest
 from cityedge import cli_read, cli_status
 from cityedge.cli import main, parser
 from cityedge.control import ControlServer
+from cityedge.drivers.modbus.scheduler import ModbusBus
+from cityedge.profiles import Point
 from cityedge.readings import Quality, Reading, utc_now
+from tests.peers.modbus import Collector, async_test, device, make_profile, running, tcp_sim
 
 DEVICES = {"meter-1": ("voltage_l1", "power_total"), "pump-2": ("speed",)}
 
@@ -219,3 +222,43 @@ async def test_status_of_a_minimal_agent(capsys: pytest.CaptureFixture[str]) -> 
         code = await cli_status.run_async(parser().parse_args(["status", "--socket", str(sock)]))
     assert code == 0
     assert capsys.readouterr().out.splitlines() == ["gateway gw-1  site s  cityedge ?  up 0m 5s"]
+
+
+def test_status_says_signing_is_off() -> None:
+    """[signing] enabled = false (signer null in the status): "off", not "None"."""
+    text = cli_status.render_status({"gateway": "gw-1", "signer": None})
+    assert text.splitlines()[1] == "signer   off (signing disabled: batches go out unsigned)"
+
+
+def test_no_rate_for_a_device_reported_down() -> None:
+    """A device a drill silenced is down in the status though polled: no rate is shown."""
+    silenced = {"state": "down", "polls": 10, "poll_rate_hz": 1.0, "last_error": "drill: silenced"}
+    text = cli_status.render_status({"sources": {"m": {"devices": {"m1": silenced}}}})
+    assert "rate" not in text.splitlines()[-1] and "down" in text.splitlines()[-1]
+
+
+METER = make_profile([Point("voltage", "input", 0, "float32", unit="V")])
+
+
+@async_test
+async def test_status_of_a_refusing_and_a_dead_modbus_device() -> None:
+    """Real bus status: exceptions show as state exception with errors; a dead one has no rate."""
+    async with tcp_sim({1: METER, 2: METER}) as (sim, bus):
+        devs = [device(f"m{u}", u, METER, poll_interval_s=0.05, timeout_s=0.1, retries=0,
+                       backoff_max_s=0.2) for u in (1, 2)]  # fmt: skip
+        modbus = ModbusBus.from_config(bus, devs, 52.5, 13.4, 500)
+        sink = Collector()
+        async with running(modbus, sink):
+            await sink.wait_for(lambda: len(sink.of("m2", True)) >= 3)  # a rate to forget
+            sim.fail(1, "input", 0, code=11)
+            sim.silent.add(2)
+            await sink.wait_for(lambda: len(sink.of("m1", False)) >= 2)
+            await sink.wait_for(lambda: len(sink.of("m2", False)) >= 1)
+            status: Any = modbus.status()
+    text = cli_status.render_status({"gateway": "gw-1", "sources": {modbus.name: status}})
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")}
+    assert lines["m1"].split()[1] == "exception"
+    assert f"errors {status['devices']['m1']['errors_total']:>5}" in lines["m1"]
+    assert "last error: modbus_exception: exception 11 (gateway target device" in lines["m1"]
+    assert lines["m2"].split()[1] == "down" and "rate" not in lines["m2"]
+    assert "last error: timeout" in lines["m2"]

@@ -129,3 +129,29 @@ def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["opcua", "endpoints", url, "--timeout", "1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("cityedge opcua endpoints: ") and "Traceback" not in err
+
+
+@async_test
+async def test_browse_without_the_servers_policy_says_it_is_up_and_what_it_offers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A Basic256Sha256-only server browsed with no --security-policy: up, offers, which options."""
+    server = make_server_cert(tmp_path / "srv")
+    async with serving(OpcUaPeer(free_port(), cert=server)) as peer:
+        argv = ["opcua", "browse", peer.url, "--state-dir", str(tmp_path)]
+        code = await cli_opcua.run_async(parser().parse_args(argv))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"server {peer.url} is up but offers no None/None endpoint" in err
+    assert "it offers Basic256Sha256/Sign, Basic256Sha256/SignAndEncrypt" in err
+    assert "try --security-policy Basic256Sha256 --security-mode SignAndEncrypt --trust" in err
+    assert "is the server up" not in err and len(err.splitlines()) == 1
+
+
+def test_security_hint_from_what_a_server_offers() -> None:
+    """The hint picks the best usable pair; unsupported policies or none known say so."""
+    hint = cli_opcua._security_hint
+    assert hint(["None/None"], "u") == "try --security-policy None (and no --security-mode)"
+    assert "--security-mode Sign --trust" in hint(["Basic256Sha256/Sign", "None/None"], "u")
+    assert "speaks only None and Basic256Sha256" in hint(["Aes256_Sha256_RsaPss/Sign"], "u")
+    assert "`cityedge opcua endpoints u` lists what it offers" in hint([], "u")

@@ -120,10 +120,13 @@ async def test_exception_reply_is_a_bad_reading_with_its_code(kind: str) -> None
     async with _peer(kind, {1: profile}) as (sim, bus):
         sim.fail(1, "holding", 5, code=2)
         modbus = ModbusBus(bus, [(device("m", 1, profile), "cell")])
-        async with running(modbus, Collector()):
-            await asyncio.sleep(0.05)
+        sink = Collector()
+        async with running(modbus, sink):
+            await sink.wait_for(lambda: bool(sink.of("m", False)))  # the first poll
             readings = {r.point: r for r in await modbus.read_now("m")}
-        assert modbus.status()["devices"]["m"]["state"] == "ok"  # type: ignore[index]
+        st: Any = modbus.status()["devices"]["m"]  # type: ignore[index]
+    # Alive (no retry, no backoff) but refusing: not plain ok, and counted.
+    assert (st["state"], st["polls"], st["errors"]) == ("exception", 1, {"modbus_exception": 1})
     assert readings["ok"].quality == "good"
     broken = readings["broken"]
     assert (broken.quality, broken.reason, broken.code, broken.value) == (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
+from typing import Any
 
 from cityedge.config.model import BusConfig
 from cityedge.drivers.modbus.scheduler import ModbusBus
@@ -98,10 +99,13 @@ async def test_dead_device_comes_back_by_itself() -> None:
         modbus = ModbusBus.from_config(bus, [dev], 52.52, 13.40, 500)
         sink = Collector()
         async with running(modbus, sink):
-            await sink.wait_for(lambda: len(sink.of("m1", True)) >= 3)
+            await sink.wait_for(lambda: len(sink.of("m1", True)) >= 9)  # three polls: a rate
+            assert modbus.status()["devices"]["m1"]["poll_rate_hz"] > 0  # type: ignore[index]
             sim.silent.add(1)
             await sink.wait_for(lambda: len(sink.of("m1", False)) >= 3)
-            assert modbus.status()["devices"]["m1"]["state"] == "down"  # type: ignore[index]
+            down: Any = modbus.status()["devices"]
+            assert down["m1"]["state"] == "down"
+            assert down["m1"]["poll_rate_hz"] == 0  # not the rate it had before it died
             good_before = len(sink.of("m1", True))
             sim.silent.discard(1)
             await sink.wait_for(lambda: len(sink.of("m1", True)) > good_before + 3)
@@ -117,6 +121,7 @@ async def test_tcp_server_restart_recovers() -> None:
         sink = Collector()
         async with running(modbus, sink):
             await sink.wait_for(lambda: len(sink.of("m1", True)) >= 3)
+            assert modbus.status()["reopens"] == 0  # the first open is not a reopen
             await sim.stop()
             await sink.wait_for(lambda: any(r.reason == "unreachable" for r in sink.readings))
             assert not modbus.connected
@@ -125,7 +130,7 @@ async def test_tcp_server_restart_recovers() -> None:
             await sim.start()
             await sink.wait_for(lambda: len(sink.of("m1", True)) > good_before + 3)
             assert modbus.connected
-        assert modbus.status()["reopens"] >= 2
+        assert modbus.status()["reopens"] == 1  # refused attempts are transport_errors
 
 
 @async_test
@@ -146,6 +151,54 @@ async def test_read_now_goes_through_the_queue_on_rtu() -> None:
             assert 225 < readings[0].value < 235  # type: ignore[operator]
         assert all(r.quality == "good" for r in sink.readings)
         assert modbus.status()["devices"]["m1"]["errors_total"] == 0  # type: ignore[index]
+
+
+@async_test
+async def test_exception_replies_are_errors_of_a_device_that_is_alive() -> None:
+    """A unit answering only exceptions (0x0B behind a gateway) is errors, not plain ok."""
+    async with tcp_sim({1: PROFILE, 2: PROFILE}) as (sim, bus):
+        for register in ("input", "holding"):
+            sim.fail(1, register, 0, code=11)
+        devs = [device(f"m{u}", u, PROFILE, poll_interval_s=0.05) for u in (1, 2)]
+        modbus = ModbusBus.from_config(bus, devs, 52.52, 13.40, 500)
+        sink = Collector()
+        async with running(modbus, sink):
+            await sink.wait_for(lambda: len(sink.of("m1", False)) >= 3 * 3)  # 3 polls, 3 points
+            st: Any = modbus.status()["devices"]
+            sim.exceptions.clear()
+            await sink.wait_for(lambda: len(sink.of("m1", True)) >= 3)
+            cleared: Any = modbus.status()["devices"]
+    m1 = st["m1"]
+    assert {r.reason for r in sink.of("m1", False)} == {"modbus_exception"}
+    assert {r.code for r in sink.of("m1", False)} == {11}
+    assert m1["state"] == "exception"
+    assert m1["polls"] == 0 and m1["poll_rate_hz"] == 0  # no data came back
+    assert m1["errors"] == {"modbus_exception": m1["errors_total"]}
+    assert m1["errors_total"] >= 3
+    assert abs(m1["errors_total"] - st["m2"]["polls"]) <= 1  # one per poll; no retry, no backoff
+    want = "exception 11 (gateway target device failed to respond) to 2 of 2 requests"
+    assert want in m1["last_error"]
+    assert st["m2"]["state"] == "ok" and st["m2"]["errors_total"] == 0
+    assert cleared["m1"]["state"] == "ok" and cleared["m1"]["polls"] >= 1
+
+
+@async_test
+async def test_one_refused_request_counts_an_error_and_the_poll() -> None:
+    """One request of two answered by exception 2: the poll counts, and so does the error."""
+    async with tcp_sim({1: PROFILE}) as (sim, bus):
+        sim.fail(1, "holding", 0, code=2)
+        modbus = ModbusBus.from_config(
+            bus, [device("m1", 1, PROFILE, poll_interval_s=0.05)], 52.52, 13.40, 500
+        )
+        sink = Collector()
+        async with running(modbus, sink):
+            await sink.wait_for(lambda: len(sink.of("m1", False)) >= 2)
+        m1: Any = modbus.status()["devices"]["m1"]  # type: ignore[index]
+    assert {r.point for r in sink.of("m1", False)} == {"temperature"}
+    assert {r.point for r in sink.of("m1", True)} == {"voltage", "energy"}
+    assert m1["state"] == "exception"
+    assert m1["polls"] == m1["errors"]["modbus_exception"] >= 2
+    assert m1["last_error"].endswith("exception 2 (illegal data address) to 1 of 2 requests")
 
 
 def test_a_late_poll_skips_missed_slots() -> None:

@@ -183,3 +183,12 @@ def test_trust_list_accepts_only_listed_certificates(tmp_path: Path) -> None:
     assert check_trusted(a.cert_der, trusted, "srv") == a.cert_der
     with pytest.raises(UntrustedServer, match=thumbprint(b.cert_der)):
         check_trusted(b.cert_der, trusted, "srv")
+
+
+def test_no_value_is_refused_by_name() -> None:
+    """A null variant or a text without text is no_value, never a good null."""
+    for raw in (None, ua.LocalizedText(None)):
+        with pytest.raises(DecodeError) as empty:
+            engineering_value(fm(), raw)
+        assert empty.value.reason == "no_value"
+    assert engineering_value(fm(), "") == ""  # an empty string is a value

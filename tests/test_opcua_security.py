@@ -102,6 +102,22 @@ async def test_untrusted_server_certificate_is_refused(tmp_path: Path) -> None:
 
 
 @async_test
+async def test_a_bus_without_the_servers_policy_is_a_security_mismatch(tmp_path: Path) -> None:
+    """security_policy None against a Basic256Sha256-only server: counted as a mismatch, named."""
+    server = make_server_cert(tmp_path / "srv")
+    peer = OpcUaPeer(free_port(), cert=server)
+    source = secure_source(peer.url, tmp_path, {})
+    async with serving(peer), running(source):
+        await wait_until(lambda: source.rejected["security_mismatch"] >= 2)
+        status = source.status()
+    assert status["connected"] is False
+    devices: Any = status["devices"]
+    error = devices["pump1"]["last_error"]
+    assert "is up but offers no None/None endpoint" in error
+    assert "Basic256Sha256/SignAndEncrypt" in error
+
+
+@async_test
 async def test_list_endpoints_shows_policies_thumbprint_and_tokens(tmp_path: Path) -> None:
     """list_endpoints gives each endpoint's policy, mode, server thumbprint and token types."""
     server = make_server_cert(tmp_path / "srv")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from asyncua.ua.status_codes import StatusCodes
+from structlog.testing import capture_logs
 
 from cityedge.config.model import DeviceConfig
 from cityedge.config.profile_loader import load_profile
@@ -58,6 +59,7 @@ async def test_subscription_delivers_changes_and_respects_deadband(tmp_path: Pat
             assert values(col, "speed") == [0.0, 10.0, 20.0]
             status = source.status()
     assert status["mode"] == "subscribe" and status["connected"] is True
+    assert "poll_interval_s" not in status["devices"]["pump1"]  # type: ignore[operator]
     speed = next(r for r in col.readings if r.point == "speed")
     assert (speed.device, speed.unit, speed.cell) == ("pump1", "1/min", "cell-1")
     assert speed.ts.tzinfo is not None
@@ -98,6 +100,7 @@ async def test_polling_mode_reads_all_nodes(tmp_path: Path) -> None:
     assert status["mode"] == "poll"
     devices: Any = status["devices"]
     assert devices["pump1"]["polls"] >= 2
+    assert devices["pump1"]["poll_interval_s"] == 0.1  # the health message expects its polls
     assert status["notifications"] == 0
 
 
@@ -112,6 +115,7 @@ async def test_refused_subscription_falls_back_to_polling(tmp_path: Path) -> Non
             status = source.status()
     assert status["mode"] == "poll"
     assert status["subscription_refused"] == 1
+    assert status["devices"]["pump1"]["poll_interval_s"] == 0.1  # type: ignore[index]
 
 
 @async_test
@@ -216,3 +220,39 @@ async def test_published_server_status_profile_reads_from_a_real_server(tmp_path
     assert (first["server_state"].value, first["server_state"].quality) == (0, Quality.GOOD)
     assert first["manufacturer"].value == "FreeOpcUa"
     assert first["service_level"].value == 255
+
+
+@async_test
+async def test_a_good_status_without_a_value_is_a_bad_reading_named_no_value(
+    tmp_path: Path,
+) -> None:
+    """Server-status counters asyncua leaves empty (Good, null) are bad no_value, counted."""
+    profile = load_profile(Path(__file__).parent.parent / "firmware-profiles",
+                           "opcfoundation/server-status")  # fmt: skip
+    dev = pump_device(profile, "plc1", poll_interval_s=0.05)
+    async with serving(OpcUaPeer(free_port())) as peer:
+        for mode, samples in (("subscribe", 1), ("poll", 3)):
+            source = make_source(peer.url, tmp_path, [dev], mode=mode)
+            with capture_logs() as logs:
+                col, status, seen = await _run_until_sessions(source, samples)
+            assert not [r for r in col.readings if r.value is None and r.quality != Quality.BAD]
+            sessions = _of(col.readings, "current_sessions")
+            assert {(r.quality, r.reason, r.code) for r in sessions} == {
+                (Quality.BAD, "no_value", None)}  # fmt: skip
+            assert status["errors"]["no_value"] >= seen * 5  # five empty counters each time
+            assert status["last_error"].startswith("no_value: ")
+            warned = [e["point"] for e in logs if e["event"] == "point_without_value"]
+            assert warned.count("current_sessions") == 1  # once, not per sample
+            assert _of(col.readings, "service_level")[-1].value == 255  # the others still flow
+
+
+async def _run_until_sessions(source: OpcUaSource, samples: int) -> tuple[Any, Any, int]:
+    """Run until ``samples`` current_sessions readings came: (collector, device status, seen)."""
+    async with running(source) as col:
+        await wait_until(lambda: len(_of(col.readings, "current_sessions")) >= samples)
+        status = source.status()["devices"]["plc1"]  # type: ignore[index]
+        return col, status, len(_of(col.readings, "current_sessions"))
+
+
+def _of(readings: list[Reading], point: str) -> list[Reading]:
+    return [r for r in readings if r.point == point]

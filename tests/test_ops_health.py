@@ -7,7 +7,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from cityedge.config.model import BusConfig, DeviceConfig
+from cityedge.drivers.lorawan.chirpstack import ChirpStackSource
 from cityedge.health import SCHEMA, build_health
+from cityedge.profiles import FieldMap
+from tests.peers.forwarder import lora_profile
 
 
 def snapshot(uptime_s: float, polls: tuple[int, int], **extra: Any) -> dict[str, Any]:
@@ -26,7 +30,7 @@ def snapshot(uptime_s: float, polls: tuple[int, int], **extra: Any) -> dict[str,
                     "pump-2": {"polls": polls[1], "poll_interval_s": 10, "state": "down"},
                 }
             },
-            "ble:yard": {"devices": {"tag-9": {"received": 3}}},
+            "ble:yard": {"devices": {"tag-9": {"state": "ok", "frames": 3, "errors_total": 0}}},
         },
         "outbox": {
             "readings_waiting": 12,
@@ -103,3 +107,45 @@ def test_pure_and_tolerant() -> None:
     assert h["devices"] == {"total": 0, "healthy": 0, "down": []}
     assert h["completeness"] == {"overall": None, "devices": {}}
     assert "ts" not in h
+
+
+def test_push_devices_count_their_frames() -> None:
+    """A ChirpStack device's frames (its real status) are what it received in the period."""
+    bus = BusConfig(name="cs", type="chirpstack-mqtt", options={"broker": "127.0.0.1"})
+    profile = lora_profile("cayenne", [FieldMap("temperature", "temperature", unit="Cel")])
+    dev = DeviceConfig(id="cs-1", bus="cs", profile_name=profile.name, profile=profile,
+                       options={"dev_eui": "0101010101010101"})  # fmt: skip
+    source = ChirpStackSource(bus, [(dev, "cell-1")])
+
+    def uplinks(n: int) -> dict[str, Any]:
+        for _ in range(n):
+            event = {"deviceInfo": {"devEui": "0101010101010101"}, "object": {"temperature": 20}}
+            source.handle_event(json.dumps(event).encode())
+        return {"uptime_s": 600.0, "sources": {source.name: copy.deepcopy(source.status())}}
+
+    before = uplinks(2)
+    after = uplinks(5)
+    after["uptime_s"] = 1200.0
+    h = build_health(after, before)
+    assert h["completeness"]["devices"]["cs-1"] == {"received": 5, "expected": None, "ratio": None}
+    assert build_health(before)["completeness"]["devices"]["cs-1"]["received"] == 2
+
+
+def test_an_opcua_device_counts_polls_while_polled_and_frames_when_subscribed() -> None:
+    """poll_interval_s in a device's status makes it polled; without it, frames count."""
+    polled = {"state": "ok", "polls": 60, "frames": 0, "poll_interval_s": 10}
+    subscribed = {"state": "ok", "polls": 0, "frames": 240}
+    snap = {"uptime_s": 600, "sources": {"opcua:plc": {"devices": {
+        "pump-1": polled, "pump-2": subscribed}}}}  # fmt: skip
+    c = build_health(snap)["completeness"]["devices"]
+    assert c["pump-1"] == {"received": 60, "expected": 60, "ratio": 1.0}
+    assert c["pump-2"] == {"received": 240, "expected": None, "ratio": None}
+
+
+def test_every_driver_word_for_down_counts_as_down() -> None:
+    """LoRaWAN unreachable, serial silent, BLE no_adapter are down like Modbus down."""
+    states = {"a": "down", "b": "unreachable", "c": "silent", "d": "no_adapter", "e": "ok",
+              "f": "exception", "g": "waiting_join"}  # fmt: skip
+    snap = {"sources": {"x:y": {"devices": {d: {"state": st} for d, st in states.items()}}}}
+    assert build_health(snap)["devices"] == {
+        "total": 7, "healthy": 3, "down": ["a", "b", "c", "d"]}  # fmt: skip

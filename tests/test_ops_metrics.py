@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cityedge.config.model import BusConfig, DeviceConfig
+from cityedge.drivers.lorawan.chirpstack import ChirpStackSource
 from cityedge.drivers.modbus.scheduler import ModbusBus
 from cityedge.metrics import CONTENT_TYPE, MAX_REQUEST, MetricsServer, parse_listen, render
-from cityedge.profiles import Point
+from cityedge.profiles import FieldMap, Point
+from cityedge.sim.lora_sim import encode_lpp
+from tests.peers import serialpeer
+from tests.peers.forwarder import APP, NWK, abp_device, lora_profile, rig
 from tests.peers.modbus import Collector, async_test, device, make_profile, running, tcp_sim
+from tests.test_serial_driver import sds_frame
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
@@ -236,3 +244,123 @@ async def test_other_paths_methods_and_oversized_requests() -> None:
             "500 Internal Server Error"
         )
         assert server.scrapes == 1
+
+
+def series(s: dict[tuple[str, str], float], name: str, **labels: str) -> float | None:
+    """The value of one series, labels given by keyword (None: not exported)."""
+    key = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return s.get((name, key))
+
+
+def device_errors(s: dict[tuple[str, str], float], bus: str, dev: str) -> dict[str, float]:
+    """Every ``cityedge_device_errors_total`` series of one device, by reason."""
+    prefix = f'bus="{bus}",device="{dev}",reason="'
+    return {
+        labels[len(prefix) : -1]: v
+        for (name, labels), v in s.items()
+        if name == "cityedge_device_errors_total" and labels.startswith(prefix)
+    }
+
+
+@async_test
+async def test_exception_replies_show_as_errors_of_a_live_modbus_device() -> None:
+    """A unit answering only exceptions: errors{reason="modbus_exception"} rises, up stays 1."""
+    async with tcp_sim({1: PROFILE}) as (sim, bus):
+        sim.fail(1, "input", 0, code=4)
+        modbus = ModbusBus.from_config(
+            bus, [device("m1", 1, PROFILE, poll_interval_s=0.05)], 52.5, 13.4, 500
+        )
+        sink = Collector()
+        async with running(modbus, sink):
+            await sink.wait_for(lambda: len(sink.of("m1", False)) >= 3)
+        status = modbus.status()
+    s = strict_parse(render({"sources": {modbus.name: status}}))
+    errors = device_errors(s, "field", "m1")
+    assert errors == {"modbus_exception": status["devices"]["m1"]["errors_total"]}  # type: ignore[index]
+    assert errors["modbus_exception"] >= 3
+    assert series(s, "cityedge_device_up", bus="field", device="m1") == 1
+    assert series(s, "cityedge_device_polls_total", bus="field", device="m1") == 0
+
+
+@async_test
+async def test_lorawan_rejections_frames_and_device_errors(tmp_path: Path) -> None:
+    """A real LoRaWAN source: bus rejections by reason, frames and errors per device."""
+    climate = lora_profile("cayenne", [FieldMap("3.temperature", "temperature", unit="Cel")])
+    lpp = encode_lpp([(3, "temperature", 20.0)])
+    async with rig(tmp_path, [abp_device("climate-1", climate, "26011BDA")]) as r:
+        for fcnt in (1, 2):
+            r.gw.send_uplink("26011BDA", fcnt, 2, lpp, NWK, APP)
+            await r.readings(fcnt)
+        r.gw.send_uplink("26011BDA", 3, 2, lpp, bytes(16), APP)  # wrong NwkSKey
+        await r.rejected("bad_mic")
+        r.gw.send_raw(bytes((2, 0, 1, 0)) + bytes(8) + b'{"rxpk": [')
+        await r.rejected("bad_json")
+        r.gw.send_uplink("0BADBEEF", 1, 2, lpp, NWK, APP)
+        await r.rejected("unknown_dev_addr")
+        status = r.source.status()
+    s = strict_parse(render({"sources": {r.source.name: status}}))
+    rejected = {
+        labels: v for (name, labels), v in s.items() if name == "cityedge_bus_rejected_total"
+    }
+    assert rejected == {
+        f'bus="lora",reason="{reason}"': float(n)
+        for reason, n in status["rejected"].items()  # type: ignore[attr-defined]
+    }
+    for reason in ("bad_mic", "bad_json", "unknown_dev_addr"):
+        assert series(s, "cityedge_bus_rejected_total", bus="lora", reason=reason) == 1
+    assert series(s, "cityedge_device_frames_total", bus="lora", device="climate-1") == 2
+    assert device_errors(s, "lora", "climate-1") == {"bad_mic": 1}
+
+
+def test_chirpstack_device_errors_and_frames() -> None:
+    """A real ChirpStack source's events: frames, its errors (whatever the key), rejections."""
+    bus = BusConfig(name="cs", type="chirpstack-mqtt", options={"broker": "127.0.0.1"})
+    profile = lora_profile("cayenne", [FieldMap("temperature", "temperature", unit="Cel")])
+    dev = DeviceConfig(id="cs-1", bus="cs", profile_name=profile.name, profile=profile,
+                       options={"dev_eui": "0101010101010101"})  # fmt: skip
+    source = ChirpStackSource(bus, [(dev, "cell-1")])
+    event = {"deviceInfo": {"devEui": "0101010101010101"}, "fCnt": 4, "fPort": 1}
+    for n in range(3):
+        source.handle_event(json.dumps({**event, "object": {"temperature": 20 + n}}).encode())
+    source.handle_event(json.dumps(event).encode())  # no decoded object: codec missing
+    source.handle_event(b"{not json")
+    status: Any = source.status()
+    s = strict_parse(render({"sources": {source.name: status}}))
+    assert series(s, "cityedge_device_frames_total", bus="cs", device="cs-1") == 3
+    errors = device_errors(s, "cs", "cs-1")
+    assert sum(errors.values()) == status["devices"]["cs-1"]["errors_total"] == 1
+    assert series(s, "cityedge_bus_rejected_total", bus="cs", reason="no_object") == 1
+    assert series(s, "cityedge_bus_rejected_total", bus="cs", reason="bad_json") == 1
+
+
+async def test_serial_frames_and_rejections(tmp_path: Path) -> None:
+    """A real serial sensor on a pty: frames per device, a bad checksum per bus and device."""
+    async with serialpeer.sensor_port(tmp_path) as port:
+        source = serialpeer.make_source(*serialpeer.sensor(port, "nova/sds011"))
+        sink = serialpeer.Collector()
+        async with serialpeer.running(source, sink):
+            for pm in (10, 20):
+                port.write(sds_frame(pm))
+            port.write(sds_frame(30, bad_checksum=True) + sds_frame(40))
+            await sink.wait_for(lambda: len(sink.values("pm2_5")) >= 3)
+            status: Any = source.status()
+    s = strict_parse(render({"sources": {source.name: status}}))
+    assert series(s, "cityedge_device_frames_total", bus="uart1", device="s1") == 3
+    (reason,) = status["rejected"]
+    assert series(s, "cityedge_bus_rejected_total", bus="uart1", reason=reason) == 1
+    assert sum(device_errors(s, "uart1", "s1").values()) == status["devices"]["s1"]["errors_total"]
+
+
+def test_errors_kept_only_as_a_total_are_unclassified() -> None:
+    """errors{} by reason when a source has them; the rest of errors_total as unclassified."""
+    snap = {"sources": {"x:b": {"bus": "b", "devices": {
+        "by-reason": {"errors": {"crc": 2}, "errors_total": 2},
+        "total-only": {"errors_total": 5},
+        "both": {"errors": {"crc": 1}, "errors_total": 4},
+        "none": {"errors_total": 0},
+    }}}}  # fmt: skip
+    s = strict_parse(render(snap))
+    assert device_errors(s, "b", "by-reason") == {"crc": 2}
+    assert device_errors(s, "b", "total-only") == {"unclassified": 5}
+    assert device_errors(s, "b", "both") == {"crc": 1, "unclassified": 3}
+    assert device_errors(s, "b", "none") == {}

@@ -57,6 +57,20 @@ from cityedge.readings import Quality, Reading, utc_now
 
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
+# Exception codes of the Modbus application protocol (V1.1b3, section 7).
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class _Write:
@@ -91,6 +105,12 @@ def rtu_gap_s(bus: BusConfig) -> float:
         bits = 1 + bus.bytesize + (0 if bus.parity == "N" else 1) + bus.stopbits
         gap = 3.5 * bits / bus.baudrate
     return gap + bus.inter_frame_gap_s
+
+
+def describe_exception(code: int | None) -> str:
+    """An exception code as a technician reads it: ``exception 11 (gateway target ...)``."""
+    name = EXCEPTION_NAMES.get(code) if code is not None else None
+    return f"exception {code} ({name})" if name else f"exception {code}"
 
 
 def bad_readings(

@@ -15,7 +15,12 @@ other units are polled). After ``1 + retries``
 consecutive failed attempts its points are reported bad (``timeout`` or
 ``bad_response``) and it is retried with exponential backoff and full jitter
 until it answers again (``device_recovered``). Exception replies are
-answers: those points are bad (``modbus_exception``), the device is alive.
+answers: the device is alive (no retry, no backoff, polled on its grid), but
+those points are bad (``modbus_exception`` with the code) and the poll is
+counted in the device's errors under ``modbus_exception`` with the code's
+meaning in ``last_error``; its state is ``exception`` until a poll gets no
+exception reply (``device_exception`` / ``device_exception_cleared`` in the
+log). A poll counts in ``polls`` only if at least one request returned data.
 
 Losing the transport (connection refused or closed, serial port gone)
 stops the workers, reports every device's points bad (``unreachable``) and
@@ -44,6 +49,7 @@ from cityedge.drivers.modbus.client import (
     ModbusDevice,
     ReplyMismatch,
     bad_readings,
+    describe_exception,
 )
 from cityedge.drivers.modbus.codec import encode_point
 from cityedge.drivers.modbus.plan import ReadRequest, plan_reads
@@ -77,6 +83,7 @@ class _Device:
     slot: float = 0.0  # monotonic time of the poll slot being served
     failures: int = 0
     down: bool = False
+    refusing: bool = False  # its last poll got an exception reply
     stats: DeviceStats = field(default_factory=DeviceStats)
 
 
@@ -132,6 +139,7 @@ class ModbusBus(Source):
         self._wake = asyncio.Event()
         self._sink: ReadingSink | None = None
         self.connected = False
+        self._opened = False  # the first open is not a reopen
         self.counters: dict[str, int] = {"requests": 0, "reopens": 0, "transport_errors": 0}
 
     @classmethod
@@ -182,7 +190,9 @@ class ModbusBus(Source):
         except TransientError as exc:
             self._log.warning("transport_open_failed", error=str(exc))
             return str(exc)
-        self.counters["reopens"] += 1
+        if self._opened:
+            self.counters["reopens"] += 1
+        self._opened = True
         self.connected = True
         self._reopen.reset()
         self._log.info("transport_opened", devices=len(self._devices))
@@ -254,15 +264,22 @@ class ModbusBus(Source):
 
     # -- one job -----------------------------------------------------------
 
-    async def _read_all(self, dev: _Device, requests: Sequence[ReadRequest]) -> list[Reading]:
+    async def _read_all(
+        self, dev: _Device, requests: Sequence[ReadRequest]
+    ) -> tuple[list[Reading], list[tuple[ReadRequest, int | None]]]:
+        """The readings of ``requests``, and those answered by an exception (with its code)."""
         readings: list[Reading] = []
+        refused: list[tuple[ReadRequest, int | None]] = []
         errors_before = self.client.decode_errors
         for request in requests:
             self.counters["requests"] += 1
             dev.stats.requests += 1
-            readings.extend(await self.client.read(dev.target, request))
+            got = await self.client.read(dev.target, request)
+            if got and got[0].reason == "modbus_exception":
+                refused.append((request, got[0].code))
+            readings.extend(got)
         dev.stats.decode_errors += self.client.decode_errors - errors_before
-        return readings
+        return readings, refused
 
     async def _deliver(self, readings: list[Reading]) -> None:
         if self._clock_ok is not None and not self._clock_ok():
@@ -273,7 +290,7 @@ class ModbusBus(Source):
     async def _poll(self, dev: _Device) -> None:
         started = time.monotonic()
         try:
-            readings = await self._read_all(dev, dev.requests)
+            readings, refused = await self._read_all(dev, dev.requests)
         except DeviceTimeout as exc:
             await self._failed(dev, "timeout", str(exc))
             return
@@ -281,7 +298,11 @@ class ModbusBus(Source):
             await self._failed(dev, "bad_response", str(exc))
             return
         now = time.monotonic()
-        dev.stats.polled(now - started)
+        if refused and len(refused) == len(dev.requests):
+            dev.stats.stalled()  # no data came back: no poll rate to show
+        else:
+            dev.stats.polled(now - started)
+        self._count_refusals(dev, refused)
         await self._deliver(readings)
         if dev.down or dev.failures:
             if dev.down:
@@ -289,6 +310,23 @@ class ModbusBus(Source):
             dev.down, dev.failures = False, 0
             dev.backoff.reset()
         self._push(dev, self._next_slot(dev, now))
+
+    def _count_refusals(self, dev: _Device, refused: list[tuple[ReadRequest, int | None]]) -> None:
+        """Count a poll that got exception replies; log when that starts and when it ends."""
+        if refused:
+            codes = sorted({code or 0 for _, code in refused})
+            what = ", ".join(describe_exception(c) for c in codes)
+            if len(dev.requests) == 1:
+                request = refused[0][0]
+                where = f"reading {request.register} {request.start}..{request.end - 1}"
+            else:
+                where = f"to {len(refused)} of {len(dev.requests)} requests"
+            dev.stats.failed("modbus_exception", f"{what} {where}")
+            if not dev.refusing:
+                dev.log.warning("device_exception", error=f"{what} {where}", codes=codes)
+        elif dev.refusing:
+            dev.log.info("device_exception_cleared")
+        dev.refusing = bool(refused)
 
     def _next_slot(self, dev: _Device, now: float) -> float:
         """The next slot after ``now`` on the device's grid; missed ones are skipped."""
@@ -311,6 +349,7 @@ class ModbusBus(Source):
                 "device_unreachable", reason=reason, error=detail, failures=dev.failures
             )
         dev.down = True
+        dev.stats.stalled()
         await self._deliver([r for q in dev.requests for r in bad_readings(dev.target, q, reason)])
         delay = dev.backoff.next_delay()
         dev.slot = max(now + delay, self.client.ready_at(dev.config.unit_id))
@@ -320,6 +359,7 @@ class ModbusBus(Source):
         self._log.warning("transport_lost", error=reason)
         for dev in self._devices.values():
             dev.stats.failed("unreachable", reason)
+            dev.stats.stalled()
             if not dev.down:
                 dev.down = True
                 await self._deliver(
@@ -388,7 +428,7 @@ class ModbusBus(Source):
         try:
             for request in job.requests:
                 try:
-                    readings.extend(await self._read_all(job.device, [request]))
+                    readings.extend((await self._read_all(job.device, [request]))[0])
                 except DeviceTimeout:
                     readings.extend(bad_readings(job.device.target, request, "timeout"))
                 except ReplyMismatch:
@@ -411,7 +451,7 @@ class ModbusBus(Source):
             info = dev.stats.as_dict()
             info.update(
                 unit_id=dev.config.unit_id,
-                state="down" if dev.down else ("retrying" if dev.failures else "ok"),
+                state=_state(dev),
                 poll_interval_s=dev.config.poll_interval_s,
                 requests_per_poll=len(dev.requests),
             )
@@ -425,3 +465,12 @@ class ModbusBus(Source):
             "devices": devices,
             "rejected": {"undecodable_value": decode_errors} if decode_errors else {},
         }
+
+
+def _state(dev: _Device) -> str:
+    """``down``, ``retrying`` (after a failed attempt), ``exception`` (answers so), ``ok``."""
+    if dev.down:
+        return "down"
+    if dev.failures:
+        return "retrying"
+    return "exception" if dev.refusing else "ok"

@@ -39,7 +39,13 @@ class DeviceStats:
         self.latency_s = latency_s
         self.latency_sum_s += latency_s
 
+    def stalled(self) -> None:
+        """No data is coming (down, unreachable, only exception replies): forget the rate."""
+        self.interval_ewma_s = None
+        self.last_poll_mono = None
+
     def failed(self, reason: str, detail: str) -> None:
+        """Count an error by reason; ``last_error`` is ``reason: detail``."""
         self.errors[reason] += 1
         self.last_error = f"{reason}: {detail}" if detail else reason
         self.last_error_at = utc_now()

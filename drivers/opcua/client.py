@@ -56,7 +56,26 @@ TRANSPORT_ERRORS = (OSError, TimeoutError, ConnectionError, UaError, asyncio.Inc
 
 
 class SecurityMismatch(Exception):
-    """The server offers no endpoint with the configured policy and mode."""
+    """The server is up but offers no endpoint with the configured policy and mode.
+
+    ``offered`` lists what it does offer (``Basic256Sha256/Sign``), empty if unknown.
+    """
+
+    def __init__(self, endpoint: str, wanted: str, offered: Sequence[str] = ()) -> None:
+        self.endpoint, self.wanted, self.offered = endpoint, wanted, list(offered)
+        listing = f"it offers {', '.join(self.offered)}" if self.offered else "it did not say what"
+        super().__init__(f"server {endpoint} is up but offers no {wanted} endpoint ({listing})")
+
+
+def offered_security(endpoints: Sequence[ua.EndpointDescription]) -> list[str]:
+    """The policy/mode pairs of ``endpoints``: ``["Basic256Sha256/Sign", ...]``."""
+    return sorted(
+        {
+            f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/"
+            f"{'None' if e.SecurityMode == ua.MessageSecurityMode.None_ else e.SecurityMode.name}"
+            for e in endpoints
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +179,8 @@ async def _secure(client: Client, settings: Settings) -> None:
     uri, mode = POLICY_URIS[settings.policy], MODES[settings.mode]
     chosen = [e for e in endpoints if e.SecurityPolicyUri == uri and e.SecurityMode == mode]
     if not chosen:
-        offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}"
-                          for e in endpoints})  # fmt: skip
-        raise SecurityMismatch(
-            f"server {settings.endpoint} offers no {settings.policy}/{settings.mode} endpoint "
-            f"(it offers {', '.join(offered)})"
-        )
+        wanted = f"{settings.policy}/{settings.mode}"
+        raise SecurityMismatch(settings.endpoint, wanted, offered_security(endpoints))
     server_der = check_trusted(chosen[0].ServerCertificate or b"", trusted, settings.endpoint)
     await client.set_security(
         security_policies.SecurityPolicyBasic256Sha256,
@@ -190,9 +205,38 @@ async def open_client(settings: Settings) -> Client:
         await close_client(client)
         raise
     except (*TRANSPORT_ERRORS, ValueError) as exc:
-        await close_client(client)
+        await _discard(client)
+        if _no_matching_endpoint(exc):
+            raise await _mismatch(settings) from exc
         raise TransientError(f"cannot open {settings.endpoint}: {describe_error(exc)}") from exc
     return client
+
+
+async def _discard(client: Client) -> None:
+    """Close a client whose connect failed (its tasks start only once connected)."""
+    if client.uaclient.protocol is None:
+        # asyncua dropped the socket itself; a polite close would only log a warning.
+        client.connection_lost_callback = None
+        return
+    await close_client(client)
+
+
+def _no_matching_endpoint(exc: BaseException) -> bool:
+    """asyncua's word (a plain UaError) for: the server answered, without our policy/mode."""
+    return isinstance(exc, UaError) and str(exc).startswith("No matching endpoints")
+
+
+async def _mismatch(settings: Settings) -> SecurityMismatch:
+    """The mismatch, with what the server offers if its discovery service says."""
+    client = new_client(Settings(endpoint=settings.endpoint, timeout_s=settings.timeout_s))
+    offered: list[str] = []
+    try:
+        offered = offered_security(await client.connect_and_get_server_endpoints())
+    except (*TRANSPORT_ERRORS, ValueError):
+        pass  # the mismatch is the news; the list is a courtesy
+    finally:
+        await close_client(client)
+    return SecurityMismatch(settings.endpoint, f"{settings.policy}/{settings.mode}", offered)
 
 
 async def close_client(client: Client, timeout_s: float = 2.0) -> None:

@@ -4,7 +4,9 @@
   severity bits decide (``00`` Good, ``01`` Uncertain, ``10``/``11`` Bad), the
   name comes from the code with its 16 info bits (limit, overflow) cleared.
 * :func:`engineering_value` turns a variant value into what a reading
-  carries (``raw * scale + offset`` for numbers).
+  carries (``raw * scale + offset`` for numbers); a Good or Uncertain
+  status with no value at all (a null variant, as servers without
+  diagnostics give for the diagnostics counters) is ``no_value``.
 * :func:`monitoring_filter` builds the deadband filter of a field.
 * :func:`encode_write` checks a value against the field's write range and
   converts it to the raw variant of its ``data_type``.
@@ -26,6 +28,8 @@ from asyncua.ua.uaerrors import UaStringParsingError
 from cityedge.drivers.base import DecodeError
 from cityedge.profiles import FieldMap, scale_value
 from cityedge.readings import Quality, Value, format_ts
+
+NO_VALUE = "no_value"  # a status that is not Bad, and no value with it
 
 _SEVERITY_MASK = 0xC0000000
 _SUBCODE_MASK = 0xFFFF0000
@@ -102,9 +106,12 @@ def engineering_value(
 
     Numbers are scaled; booleans and strings pass through; a LocalizedText
     gives its text, a DateTime its ISO form, an enumeration its number.
-    Arrays, structures and byte strings are refused (``unsupported_type``).
+    No value (None, a LocalizedText without text) is ``no_value``; arrays,
+    structures and byte strings are refused (``unsupported_type``).
     """
-    if raw is None or isinstance(raw, bool | str):
+    if raw is None:
+        raise DecodeError(NO_VALUE, f"{field.name}: the server sent a status but no value")
+    if isinstance(raw, bool | str):
         return raw
     if isinstance(raw, enum.Enum):
         raw = raw.value
@@ -117,6 +124,8 @@ def engineering_value(
             raw = shortest_float32(raw)
         return scale_value(raw, field.scale, field.offset)
     if isinstance(raw, ua.LocalizedText):
+        if raw.Text is None:
+            raise DecodeError(NO_VALUE, f"{field.name}: the server sent a text without text")
         return raw.Text
     if isinstance(raw, datetime):
         return format_ts(raw)

@@ -58,6 +58,8 @@ from cityedge.drivers.opcua.client import (
     resolve,
 )
 from cityedge.drivers.opcua.codec import (
+    NO_VALUE,
+    StatusInfo,
     encode_write,
     engineering_value,
     monitoring_filter,
@@ -92,6 +94,7 @@ class _Point:
     handle: int  # the monitored item's client handle, stable across sessions
     node: ua.NodeId | None = None
     status: int = 0  # why node is None
+    empty: bool = False  # its last value was no_value (logged once, when it starts)
 
 
 @dataclass(eq=False)
@@ -406,7 +409,9 @@ class OpcUaSource(Source):
         status = dv.StatusCode.value if dv.StatusCode is not None else 0
         info = quality_of(status)
         value: Value = None
-        if info.quality is not Quality.BAD:
+        if info.quality is Quality.BAD:
+            point.device.failed("bad_status", f"{point.field.name}: {info.reason}")
+        else:
             variant = dv.Value
             raw = variant.Value if variant is not None else None
             try:
@@ -415,10 +420,12 @@ class OpcUaSource(Source):
                 )
             except DecodeError as exc:
                 point.device.failed(exc.reason, str(exc))
-                self._reject(exc.reason, str(exc), point.device)
-                return None
-        else:
-            point.device.failed("bad_status", f"{point.field.name}: {info.reason}")
+                if exc.reason != NO_VALUE:
+                    self._reject(exc.reason, str(exc), point.device)
+                    return None
+                # Good (or Uncertain) and nothing with it: a value of null is only ever bad.
+                info = StatusInfo(Quality.BAD, NO_VALUE, None)
+            self._note_empty(point, info.reason == NO_VALUE)
         ts = dv.SourceTimestamp or dv.ServerTimestamp or utc_now()
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=UTC)
@@ -426,6 +433,15 @@ class OpcUaSource(Source):
         fm = point.field
         return Reading(point.device.config.id, fm.name, value, fm.unit, ts, info.quality,
                        fm.family, point.device.cell, info.reason, info.code)  # fmt: skip
+
+    def _note_empty(self, point: _Point, empty: bool) -> None:
+        """Log when a point starts and stops coming without a value (once, not per sample)."""
+        if empty and not point.empty:
+            point.device.log.warning("point_without_value", point=point.field.name,
+                                     key=point.field.key, reason=NO_VALUE)  # fmt: skip
+        elif point.empty and not empty:
+            point.device.log.info("point_value_back", point=point.field.name)
+        point.empty = empty
 
     def _bad(self, point: _Point, reason: str, code: int | None = None) -> Reading:
         fm = point.field
@@ -500,9 +516,10 @@ class OpcUaSource(Source):
 
     def status(self) -> dict[str, object]:
         devices: dict[str, object] = {}
+        polling = "poll" in (self.mode, self.active_mode)  # configured, or the fallback
         for dev in self._devices.values():
             unresolved = [p.field.name for p in dev.points if p.node is None and self.connected]
-            devices[dev.config.id] = {
+            info: dict[str, object] = {
                 "state": "down" if dev.down else ("ok" if self.connected else "connecting"),
                 "last_error": dev.last_error,
                 "frames": dev.frames,
@@ -513,6 +530,9 @@ class OpcUaSource(Source):
                 "points": len(dev.points),
                 "unresolved": unresolved,
             }
+            if polling:  # a polled device: health expects a poll per interval
+                info["poll_interval_s"] = dev.config.poll_interval_s
+            devices[dev.config.id] = info
         return {
             "bus": self.bus.name,
             "type": self.bus.type,
