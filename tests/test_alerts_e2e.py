@@ -171,8 +171,9 @@ async def test_no_pile_of_resent_copies_while_the_broker_is_away(
             await wait(lambda: len(recorder.alerts()) > before, 15)
             await asyncio.sleep(0.3)  # what else arrives with it
             copies = [a for a in recorder.alerts()[before:] if a["alert_id"] == alert_id]
-            # One copy (a batch re-published after the outage may arrive twice: same copy).
-            assert len({c["resent"] for c in copies}) == 1 and copies[0]["resent"] >= 1, copies
+            # The copy that waited (a batch re-published after the outage may arrive twice),
+            # and at most the next period's: not one per period of the outage.
+            assert len({c["resent"] for c in copies}) <= 2 and copies[0]["resent"] >= 1, copies
         finally:
             agent.stop()
             await asyncio.wait_for(task, 20)
