@@ -130,12 +130,9 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     args.config = args.config_file or args.config or DEFAULT_CONFIG
+    # Profile updates installed by signed command (<state_dir>/profiles) are
+    # taken into account by check_config itself.
     config, problems = check_config(args.config, args.profiles)
-    if config is not None:
-        # Profile updates installed by signed command live in the state folder.
-        updates = (config.storage.state_dir or config.storage.path.parent) / "profiles"
-        if updates.is_dir():
-            config, problems = check_config(args.config, args.profiles, updates)
     fmt = None if args.log_format == "auto" else args.log_format == "json"
     logs.configure(config.log_level if config else "info", json=fmt)
     if problems or config is None:

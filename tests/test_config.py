@@ -723,3 +723,28 @@ def test_ble_silence_restart_reaches_the_driver(tmp_path: Path) -> None:
     cfg.write_text(text.replace("silence_restart_s = 30", "silence_restart_s = 1"))
     _, problems = check_config(cfg)
     assert [(p.line, p.path) for p in problems] == [(9, "buses.air.silence_restart_s")]
+
+
+def test_a_profile_installed_by_signed_command_is_found_without_being_named(
+    tmp_path: Path,
+) -> None:
+    """A device whose profile exists only in <state_dir>/profiles checks (and so starts)."""
+    shipped = tmp_path / "shipped"
+    (shipped / "acme").mkdir(parents=True)
+    state = tmp_path / "state"
+    (state / "profiles" / "acme").mkdir(parents=True)
+    (state / "profiles" / "acme" / "m2.toml").write_text(PROFILE.replace('"M1"', '"M2"'))
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'profiles_dir = "{shipped}"\n'
+        + SITE
+        + f'[storage]\nstate_dir = "{state}"\n'
+        + '[buses.tcp]\ntype = "modbus-tcp"\n'
+        + '[[devices]]\nid = "m"\nbus = "tcp"\nunit_id = 1\nprofile = "acme/m2"\n'
+    )
+    config, problems = check_config(cfg)
+    assert problems == [] and config is not None
+    assert config.devices[0].profile_name == "acme/m2"
+    (state / "profiles" / "acme" / "m2.toml").unlink()
+    _, problems = check_config(cfg)
+    assert any("acme/m2" in str(p) for p in problems)

@@ -325,6 +325,9 @@ def check_config(
     ``profiles_dir`` overrides where profiles are looked up (see
     :func:`resolve_profiles_dir`); a profile in ``overlay`` (profile updates
     installed by a signed command) wins over the shipped one of the same name.
+    Without ``overlay``, the config's own ``<state_dir>/profiles`` is used
+    when it exists, as the agent does: a device whose profile came only as an
+    update must check (and start after a restart) as it runs.
     """
     path = Path(path)
     try:
@@ -339,6 +342,8 @@ def check_config(
     pdir = resolve_profiles_dir(path, top.get("profiles_dir"), profiles_dir)
     buses = top.get("buses", {})
     models = _installed_models(ctx, top)
+    if overlay is None:
+        overlay = _profile_updates(ctx, top)
     raw_devices = _validate_devices(ctx, top.get("devices", []), buses)
     devices = _devices(ctx, raw_devices, buses, pdir, overlay, models)
     declared = [d["id"] for d in top.get("devices", []) if isinstance(d, dict) and "id" in d]
@@ -347,6 +352,18 @@ def check_config(
         own = str(path)
         return None, sorted(ctx.problems, key=lambda p: (p.file != own, p.file, p.line))
     return _assemble(path, top, buses, devices, pdir), []
+
+
+def _profile_updates(ctx: Context, top: dict[str, Any]) -> Path | None:
+    """``<state_dir>/profiles`` (profiles installed by signed command), if [storage] is good."""
+    if ("storage",) in ctx.lines and "storage" not in top:
+        return None
+    storage = top.get("storage", StorageConfig())
+    folder = (storage.state_dir or storage.path.parent) / "profiles"
+    try:
+        return folder if folder.is_dir() else None
+    except OSError:  # a folder this user may not read
+        return None
 
 
 def _installed_models(ctx: Context, top: dict[str, Any]) -> InstalledModels | None:
