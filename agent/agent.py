@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import faulthandler
 import hashlib
 import json
@@ -22,7 +23,7 @@ from cityedge.alerting import AlertEngine, rules_from
 from cityedge.anomaly_runtime import AnomalyRuntime
 from cityedge.attest import build_record, sign_record
 from cityedge.clock import ClockState
-from cityedge.config.model import Config
+from cityedge.config.model import BusConfig, Config, DeviceConfig
 from cityedge.control import ControlServer
 from cityedge.drivers.base import Source
 from cityedge.ops import Operations
@@ -286,15 +287,17 @@ class Agent:
             await self._stop_sender()
             self.sender = self._make_sender(new)
             self._sender_task = asyncio.create_task(self.sender.run(), name="sender")
+        ops_applied = await self.ops.apply(old, new)
         ignored = [k for k in ("storage", "signing") if getattr(new, k) != getattr(old, k)]
         link = self.sender.link
         if link is not None and not restarted_uplink:
             await self._birth(link)  # the measurement changed: attest again
         self.last_reload = {"ok": True, "reason": reason, "at": time.time(),
                             "buses_restarted": changed, "uplink_restarted": restarted_uplink,
-                            "needs_restart": ignored}  # fmt: skip
+                            "applied": ops_applied, "needs_restart": ignored}  # fmt: skip
         log.info("config_reloaded", reason=reason, buses_restarted=changed,
-                 uplink_restarted=restarted_uplink, needs_restart=ignored)  # fmt: skip
+                 uplink_restarted=restarted_uplink, applied=ops_applied,
+                 needs_restart=ignored)  # fmt: skip
         return self.last_reload
 
     async def sink(self, readings: Sequence[Reading]) -> None:
@@ -486,9 +489,14 @@ class Agent:
         }
 
 
-def _bus_view(config: Config, name: str) -> tuple[object, list[object]]:
-    """What a bus runs with: its settings and its devices (compared by value)."""
-    return config.buses.get(name), [d for d in config.devices if d.bus == name]
+def _bus_view(config: Config, name: str) -> tuple[BusConfig | None, list[DeviceConfig]]:
+    """What a bus runs with: its settings and its devices (compared by value).
+
+    Not where a device is declared: a line added above it (a [health] table,
+    a comment) must not restart its bus and zero its counters.
+    """
+    devices = [dataclasses.replace(d, line=0) for d in config.devices if d.bus == name]
+    return config.buses.get(name), devices
 
 
 def _stamp(path: Path) -> tuple[float, int, str]:

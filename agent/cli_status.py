@@ -185,6 +185,8 @@ def _reload(st: Mapping[str, Any]) -> str | None:
         line = f"reload   ok at {when} ({rl.get('reason')})"
         if rl.get("buses_restarted"):
             line += f"  restarted {', '.join(map(str, rl['buses_restarted']))}"
+        if rl.get("applied"):
+            line += f"  applied {', '.join(map(str, rl['applied']))}"
         if rl.get("needs_restart"):
             line += f"  needs a restart for {', '.join(map(str, rl['needs_restart']))}"
         return line

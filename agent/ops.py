@@ -22,6 +22,7 @@ from cityedge.tasks import OUTER_EVERY_S, cancel_and_wait
 
 if TYPE_CHECKING:
     from cityedge.agent import Agent
+    from cityedge.config.model import Config
 
 log = structlog.get_logger("cityedge.ops")
 
@@ -54,6 +55,39 @@ class Operations:
             loop.create_task(self._gps_time_loop(), name="gps-time"),
         ]
         self.ready()
+
+    async def apply(self, old: Config, new: Config) -> list[str]:
+        """A reloaded config's [health] and [metrics]: applied now; returns what changed.
+
+        A new health period restarts the health loop (the next message comes
+        one new period after the reload); a new metrics address closes the
+        old listener and opens the new one (a bind that fails is logged and
+        the agent runs on without metrics, as at start).
+        """
+        changed = []
+        if new.health.every_s != old.health.every_s:
+            changed.append("health")
+            self.health_every_s = new.health.every_s
+            for task in [t for t in self._tasks if t.get_name() == "health"]:
+                await cancel_and_wait([task], OUTER_EVERY_S, OUTER_EVERY_S)
+                self._tasks.remove(task)
+            loop = asyncio.get_running_loop()
+            self._tasks.append(loop.create_task(self._health_loop(), name="health"))
+        if new.metrics.listen != old.metrics.listen:
+            changed.append("metrics")
+            if self.metrics is not None:
+                await self.metrics.close()
+                self.metrics = None
+            listen = new.metrics.listen
+            if listen:
+                server = MetricsServer(*parse_listen(listen), self.agent.snapshot)
+                try:
+                    await server.start()
+                except OSError as exc:
+                    log.error("metrics_listen_failed", listen=listen, error=str(exc))
+                else:
+                    self.metrics = server
+        return changed
 
     def ready(self) -> None:
         """READY=1 for systemd, with what the agent is doing (after start and each reload)."""

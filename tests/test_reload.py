@@ -89,3 +89,45 @@ def test_sighup_on_a_running_process(tmp_path: Path, broker: Broker) -> None:
             proc.kill()
             proc.wait(10)
         sim.stop()
+
+
+async def test_reload_applies_health_and_metrics_without_touching_the_buses(
+    tmp_path: Path, broker: Broker, recorder: Recorder
+) -> None:
+    """[health] and [metrics] take effect on reload; the bus keeps running (its counters too)."""
+    sdm = load_profile(PROFILES, "eastron/sdm630")
+    sim = ModbusSim({1: sdm}, port=free_port())
+    cfg = write_config(tmp_path / "gw.toml", broker_port=broker.port, modbus_port=sim.port,
+                       units=[1])  # fmt: skip
+    agent = Agent(load_config(cfg))
+    async with sim:
+        task = asyncio.create_task(agent.run())
+        try:
+            await wait(lambda: any(r["device"] == "meter-1" for r in recorder.readings()))
+            source = agent.sources[0]
+            port = free_port()
+            cfg.write_text(
+                cfg.read_text().replace(
+                    "[signing]",
+                    f'[health]\nevery_s = 10\n[metrics]\nlisten = "127.0.0.1:{port}"\n[signing]',
+                )
+            )
+            result = await agent.reload("test")
+            assert result["ok"] is True, result
+            assert result["buses_restarted"] == [] and result["applied"] == ["health", "metrics"]
+            assert agent.sources[0] is source, "the bus was not restarted"
+            assert agent.ops.health_every_s == 10
+            health = [t for t in agent.ops._tasks if t.get_name() == "health"]
+            assert len(health) == 1 and not health[0].done()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+            body = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert b"200 OK" in body.split(b"\r\n", 1)[0] and b"cityedge_" in body
+            # Metrics off again: the listener closes.
+            cfg.write_text(cfg.read_text().replace(f'listen = "127.0.0.1:{port}"\n', ""))
+            result = await agent.reload("test")
+            assert result["applied"] == ["metrics"] and agent.ops.metrics is None
+        finally:
+            agent.stop()
+            await asyncio.wait_for(task, 20)
