@@ -119,3 +119,22 @@ async def test_broker_outage_loses_nothing_and_live_goes_first(
     last_backlog = max(i for i, v in enumerate(order) if v < outage_end)
     assert first_live < last_backlog
     assert rig.sender.stats.backlog_batches > 0 and rig.sender.stats.live_batches > 0
+
+
+async def test_two_gateways_with_one_client_id_are_named(tmp_path: Path, broker: Broker) -> None:
+    """Two senders with one client id close each other's connection: the log says why."""
+    from structlog.testing import capture_logs
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Rig(tmp_path / "a", broker.port), Rig(tmp_path / "b", broker.port)
+    with capture_logs() as logs:
+        async with a.running(), b.running():
+            deadline = time.monotonic() + 20
+            while not any(e["event"] == "uplink_session_taken_over" for e in logs):
+                assert time.monotonic() < deadline, "no hint after 20 s of ping-pong"
+                await asyncio.sleep(0.1)
+    hint = next(e for e in logs if e["event"] == "uplink_session_taken_over")
+    assert hint["client_id"] == "gw1" and "gateway_id" in hint["hint"]
+    for rig in (a, b):
+        rig.executor.shutdown(wait=True)

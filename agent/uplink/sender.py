@@ -55,6 +55,11 @@ class UplinkStats:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+# Connections in a row that the broker closed within 5 s of accepting them:
+# the mark of two clients sharing one client id.
+TAKEN_OVER_AFTER = 3
+
+
 class Sender:
     def __init__(
         self,
@@ -106,6 +111,7 @@ class Sender:
     async def run(self) -> None:
         """Connect, send, reconnect with full-jitter backoff; until stopped."""
         backoff = Backoff(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+        short_sessions = 0
         while not self._stop.is_set():
             link = Link(
                 self.cfg,
@@ -140,6 +146,18 @@ class Sender:
             self.stats.last_error = link.error
             delay = backoff.next_delay()
             log.warning("uplink_down", error=link.error, retry_in_s=round(delay, 2))
+            lasted = time.time() - (self.stats.connected_since or 0.0)
+            short_sessions = short_sessions + 1 if link.connected.is_set() and lasted < 5 else 0
+            if short_sessions == TAKEN_OVER_AFTER or "taken over" in (link.error or "").lower():
+                log.error(
+                    "uplink_session_taken_over",
+                    client_id=self.cfg.client_id or self.gateway_id,
+                    short_sessions=short_sessions,
+                    hint="the broker keeps closing the connection right after accepting it: "
+                    "usually another client connects with this client id (the gateway_id "
+                    "unless [uplink] client_id is set) and each closes the other. Give every "
+                    "gateway its own gateway_id",
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
