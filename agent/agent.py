@@ -40,6 +40,7 @@ from cityedge.uplink.sealing import UplinkSealer
 from cityedge.uplink.sender import Sender
 
 log = structlog.get_logger("cityedge.agent")
+LAST_VALUES_PER_DEVICE = 1000  # points kept for `cityedge read`, whatever a device sends
 
 
 class Agent:
@@ -65,6 +66,8 @@ class Agent:
         state_dir = storage.state_dir or storage.path.parent
         self.state_dir = state_dir
         self.profile_updates = state_dir / "profiles"  # installed by signed commands
+        # The last reading of every point, per device (bounded by the config's points).
+        self.last_values: dict[str, dict[str, Reading]] = {}
         self.alert_store = AlertStore(state_dir / "alerts.json", config.alerts.resend_s)
         self.alerts = AlertEngine(rules_from(config), config.site.gateway_id)
         self.anomaly = AnomalyRuntime(config, state_dir, self.alerts, self.raise_alerts)
@@ -304,6 +307,10 @@ class Agent:
         """Every source's sink: telemetry to the outbox, threshold alerts ahead of it."""
         if self.silenced:
             readings = [silent(r) if r.device in self.silenced else r for r in readings]
+        for r in readings:  # for `cityedge read` of devices that are not read on demand
+            points = self.last_values.setdefault(r.device, {})
+            if r.point in points or len(points) < LAST_VALUES_PER_DEVICE:
+                points[r.point] = r
         await self.writer.submit(readings)
         self.anomaly.observe(readings)
         alerts = self.alerts.on_readings(readings)
@@ -375,12 +382,6 @@ class Agent:
             raise ValueError(f"unknown device {device!r} (known: {known})")
         src = self._running.get(dev.bus, (None, None))[0]
         read_now = getattr(src, "read_now", None)
-        if read_now is None:
-            kind = self.config.buses[dev.bus].type
-            raise ValueError(
-                f"bus {dev.bus} ({kind}) reads only as its devices send: "
-                "see `cityedge status` for their last values"
-            )
         points = req.get("points") or None
         if points:
             names = dev.profile.point_names()
@@ -390,6 +391,19 @@ class Agent:
                     f"{dev.id} has no point {', '.join(map(repr, unknown))} "
                     f"(its profile {dev.profile_name} has: {', '.join(names)})"
                 )
+        if read_now is None:
+            # A bus that only listens (LoRaWAN, BLE, a sensor that sends on its
+            # own, OPC UA subscriptions): the last value of each point it sent.
+            last = self.last_values.get(dev.id, {})
+            wanted = points or list(last)
+            kind = self.config.buses[dev.bus].type
+            return {
+                "device": dev.id,
+                "readings": [last[p].to_record() for p in wanted if p in last],
+                "last_received": True,
+                "note": f"bus {dev.bus} ({kind}) is not read on demand: these are the "
+                "last values the device sent",
+            }
         readings = await read_now(dev.id, points)
         return {"device": dev.id, "readings": [r.to_record() for r in readings]}
 

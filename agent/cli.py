@@ -20,6 +20,7 @@ from cityedge import (
     cli_drill,
     cli_keys,
     cli_opcua,
+    cli_profiles,
     cli_read,
     cli_scan,
     cli_status,
@@ -27,12 +28,11 @@ from cityedge import (
     decode,
 )
 from cityedge.cli_status import render_status
-from cityedge.cli_util import DEFAULT_SOCKET
+from cityedge.cli_util import DEFAULT_CONFIG, DEFAULT_SOCKET
 from cityedge.errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 
 __all__ = ["DEFAULT_SOCKET", "main", "parser", "render_status"]
 
-DEFAULT_CONFIG = Path("/etc/cityedge/cityedge.toml")
 STOP_TIMEOUT_S = 25.0  # below systemd's default TimeoutStopSec of 90 s
 
 
@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
 
     cli_status.add_parser(sub)
     cli_read.add_parser(sub)
+    cli_profiles.add_parser(sub)
     cli_scan.add_parser(sub)
     cli_opcua.add_parser(sub)
     cli_drill.add_parser(sub)
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "status": cli_status.run,
         "read": cli_read.run,
+        "profiles": cli_profiles.run,
         "scan": cli_scan.run,
         "opcua": cli_opcua.run,
         "drill": cli_drill.run,

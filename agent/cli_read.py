@@ -6,7 +6,10 @@ polling on an RS-485 line) and answers with the readings. Control command::
     {"cmd": "read", "device": "meter-1", "points": ["voltage_l1"]}
     -> {"ok": true, "device": "meter-1", "readings": [<reading record>, ...]}
 
-``points`` empty means every point of the device's profile. A reading
+``points`` empty means every point of the device's profile. A device on a
+bus that is not read on demand (LoRaWAN, BLE, a serial sensor that sends on
+its own, OPC UA) answers with the last value of each point it sent, and
+``"last_received": true``; a point it has not sent yet is missing. A reading
 record is the uplink form, ``Reading.to_record()`` (docs/uplink.md: device,
 point, value, unit, ts, quality, and reason/code when bad). The CLI waits
 ``--timeout`` seconds. An unknown device or point is ``ok: false`` with an
@@ -56,10 +59,14 @@ async def run_async(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     readings = [r for r in answer.get("readings", []) if isinstance(r, dict)]
     missing = sorted(set(args.points) - {str(r.get("point")) for r in readings})
+    last = bool(answer.get("last_received"))
     if args.json:
-        _print_json({"device": args.device, "readings": readings, "missing": missing})
+        doc = {"device": args.device, "readings": readings, "missing": missing}
+        _print_json({**doc, "last_received": True} if last else doc)
     else:
         print(render_readings(args.device, readings))
+        if last:
+            say("read", str(answer.get("note") or "the last values the device sent"))
     if missing:
         say("read", f"no reading for {', '.join(missing)}")
     bad = [r for r in readings if r.get("quality") == "bad"]

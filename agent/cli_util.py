@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SOCKET = Path("/var/lib/cityedge/control.sock")
+DEFAULT_CONFIG = Path("/etc/cityedge/cityedge.toml")
 
 
 class UsageError(ValueError):

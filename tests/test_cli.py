@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.peers.agent import write_config
+
+SHIPPED = Path(__file__).resolve().parents[1] / "firmware-profiles"
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,3 +78,20 @@ def test_run_refuses_a_bad_config_with_exit_78(tmp_path: Path) -> None:
     out = cityedge("run", "--config", str(cfg))
     assert out.returncode == 78
     assert "gateway_id" in out.stderr
+
+
+def test_profiles_lists_what_a_config_can_name_and_flags_a_broken_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cityedge.cli import main
+
+    good = (SHIPPED / "eastron" / "sdm630.toml").read_text()
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "good.toml").write_text(good)
+    (tmp_path / "acme" / "bad.toml").write_text(good.replace('type = "float32"', 'type = "f32"', 1))
+    assert main(["profiles", "--profiles", str(tmp_path)]) == 78
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("acme/bad") and "f32" in out[0]
+    assert out[1].startswith("acme/good") and "modbus" in out[1] and "93 values" in out[1]
+    assert main(["profiles"]) == 0  # the shipped ones (no /etc/cityedge here) all load
+    assert "eastron/sdm630" in capsys.readouterr().out

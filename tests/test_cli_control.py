@@ -262,3 +262,39 @@ async def test_status_of_a_refusing_and_a_dead_modbus_device() -> None:
     assert "last error: modbus_exception: exception 11 (gateway target device" in lines["m1"]
     assert lines["m2"].split()[1] == "down" and "rate" not in lines["m2"]
     assert "last error: timeout" in lines["m2"]
+
+
+async def test_read_of_a_device_that_only_sends_gives_its_last_values(tmp_path: Path) -> None:
+    """A serial sensor is not read on demand: `read` answers with what it last sent."""
+    from datetime import UTC, datetime
+
+    from cityedge.agent import LAST_VALUES_PER_DEVICE, Agent
+    from cityedge.config.loader import load_config
+
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        '[site]\nid = "s"\ngateway_id = "gw"\nlatitude = 52.5\nlongitude = 13.4\n'
+        f'[storage]\npath = "{tmp_path / "outbox.sqlite"}"\n[signing]\nenabled = false\n'
+        '[buses.uart]\ntype = "serial-sensor"\ndevice = "/dev/ttyUSB9"\n'
+        '[[devices]]\nid = "air-1"\nbus = "uart"\nprofile = "plantower/pms5003"\n'
+    )
+    agent = Agent(load_config(cfg))
+    try:
+        answer = await agent._control_read({"device": "air-1"})
+        assert answer["readings"] == [] and answer["last_received"] is True
+        assert "not read on demand" in answer["note"]
+        ts = datetime(2026, 12, 7, 12, tzinfo=UTC)
+        await agent.sink([Reading("air-1", "pm2_5", 12.0, "ug/m3", ts, family="environment")])
+        await agent.sink([Reading("air-1", "pm2_5", 14.0, "ug/m3", ts, family="environment")])
+        answer = await agent._control_read({"device": "air-1", "points": ["pm2_5"]})
+        assert [(r["point"], r["value"]) for r in answer["readings"]] == [("pm2_5", 14.0)]
+        with pytest.raises(ValueError, match="has no point 'pm25'"):
+            await agent._control_read({"device": "air-1", "points": ["pm25"]})
+        # Whatever a device sends, the cache holds a bounded number of points.
+        flood = [Reading("air-1", f"p{i}", 1.0, "", ts) for i in range(LAST_VALUES_PER_DEVICE + 50)]
+        await agent.sink(flood)
+        assert len(agent.last_values["air-1"]) == LAST_VALUES_PER_DEVICE
+    finally:
+        agent.outbox.close()
+        agent.executor.shutdown(wait=True)
+        agent.alert_store.close()
