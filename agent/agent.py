@@ -81,7 +81,9 @@ class Agent:
         self._command_tasks = self.remote.tasks
         self.sender = self._make_sender(config)
         self.clock = ClockState()
-        self.source_ctx = SourceContext(config.site, state_dir, clock_ok=self.clock.ok)
+        self.source_ctx = SourceContext(
+            config.site, state_dir, clock_ok=self.clock.ok, bus_names=frozenset(config.buses)
+        )
         self.silenced: set[str] = set()  # devices a drill made the agent deaf to
         self._uplink_paused = False
         self.sources = build_sources(config, self.source_ctx)
@@ -271,6 +273,7 @@ class Agent:
             return self.last_reload
         old = self.config
         changed = []
+        self.source_ctx = dataclasses.replace(self.source_ctx, bus_names=frozenset(new.buses))
         for name in sorted(set(old.buses) | set(new.buses)):
             if _bus_view(old, name) == _bus_view(new, name):
                 continue
@@ -337,7 +340,10 @@ class Agent:
         down, or slow): the last copies have not left yet, and queueing more
         would pile up copies of every alert for the length of the outage and
         crowd out new alerts when the outbox is full. Those alerts are due
-        again as soon as the copies have gone.
+        again as soon as the copies have gone. (Copies already cut into a batch
+        that the broker has not acknowledged are no longer counted here: while a
+        dead link is not yet noticed, at most ``max_inflight_batches`` such
+        batches can hold one more copy each.)
         """
         while True:
             await asyncio.sleep(min(30.0, self.alert_store.resend_s))

@@ -23,6 +23,8 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +104,9 @@ class AnomalyRuntime:
         self.failed: dict[str, str] = {}
         self._passed_over_logged: set[str] = set()
         self._labels: dict[StreamKey, tuple[str, str]] = {}  # unit and cell per stream
+        self._install_lock = threading.Lock()
+        for leftover in self.updates_dir.glob(".staging*"):  # an install cut short by a crash
+            shutil.rmtree(leftover, ignore_errors=True)
         self.apply(config)
 
     def apply(self, config: Config) -> None:
@@ -210,20 +215,14 @@ class AnomalyRuntime:
             raise ValueError(f"model is {len(data)} bytes; at most {MAX_MODEL_BYTES}")
         if hashlib.sha256(data).hexdigest() != sha256.lower():
             raise ValueError("sha256 does not match the model bytes")
-        staged = self._check_candidate(name, data)
-        folder = self.updates_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        live = folder / f"{name}.onnx"
-        previous = live.read_bytes() if live.is_file() else None
-        os.replace(staged, live)
-        try:
-            old, new, kept = self.engine.reload_model(name)
-        except (ValueError, OSError) as exc:  # checked above; a disk fault, say
-            if previous is None:
-                live.unlink(missing_ok=True)
-            else:
-                _write_atomically(live, previous)
-            raise ValueError(f"the model does not load: {exc}") from exc
+        # One install at a time (two commands may run at once), each with its own staging folder.
+        with self._install_lock:
+            self.updates_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.updates_dir))
+            try:
+                old, new, kept = self._install_staged(name, data, staging)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         self._rules.pop(name, None)
         self.failed.pop(name, None)
         streams = sum(1 for m in self.streams.values() if m == name)
@@ -236,30 +235,45 @@ class AnomalyRuntime:
             "streams": streams,
         }
 
-    def _check_candidate(self, name: str, data: bytes) -> Path:
-        """Load the bytes from a staging folder: a model called ``name``, or ValueError.
+    async def install_async(self, name: str, onnx_b64: str, sha256: str) -> dict[str, Any]:
+        """:meth:`install` on the scoring thread: a model is never swapped mid-tick."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.install, name, onnx_b64, sha256)
+
+    def _install_staged(
+        self, name: str, data: bytes, staging: Path
+    ) -> tuple[str | None, str, bool]:
+        """Load the bytes from ``staging`` first, then make them the installed version.
 
         Nothing in use is touched until the candidate has loaded: a file that
         is not a model, or a model of another name, is refused and the
         running version (and the file it came from) stays.
         """
-        staging = self.updates_dir / ".staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / name).mkdir(parents=True)
+        (staging / name).mkdir()
         path = staging / name / f"{name}.onnx"
         path.write_bytes(data)
         try:
             candidate = load_model(staging, name)
         except (ValueError, OSError) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
             raise ValueError(f"the model does not load: {exc}") from exc
         if candidate.name != name:
-            shutil.rmtree(staging, ignore_errors=True)
             raise ValueError(
                 f"the model calls itself {candidate.name!r} in its metadata; it can be "
                 f"installed only as {candidate.name!r}, not as {name!r}"
             )
-        return path
+        folder = self.updates_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        live = folder / f"{name}.onnx"
+        previous = live.read_bytes() if live.is_file() else None
+        os.replace(path, live)
+        try:
+            return self.engine.reload_model(name)
+        except (ValueError, OSError) as exc:  # loaded above; a disk fault, say
+            if previous is None:
+                live.unlink(missing_ok=True)
+            else:
+                _write_atomically(live, previous)
+            raise ValueError(f"the model does not load: {exc}") from exc
 
     def hashes(self) -> dict[str, str]:
         """sha256 of every model file in use, for the attestation record."""

@@ -112,8 +112,8 @@ class RemoteCommands:
         for name in ("name", "onnx_b64", "sha256"):
             if not isinstance(args.get(name), str):
                 raise CommandError(f"args.{name} must be a string")
-        result = await asyncio.to_thread(
-            self.agent.anomaly.install, args["name"], args["onnx_b64"], args["sha256"]
+        result = await self.agent.anomaly.install_async(
+            args["name"], args["onnx_b64"], args["sha256"]
         )
         link = self.agent.sender.link
         if link is not None:

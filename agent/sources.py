@@ -36,6 +36,7 @@ class SourceContext:
     site: SiteConfig
     state_dir: Path  # persistent small state (TinyDB files, certificates)
     clock_ok: Callable[[], bool] | None = None  # False while the clock is not synced
+    bus_names: frozenset[str] = frozenset()  # every bus of the config (state files of others)
 
     def cell_for(self, device: DeviceConfig) -> str:
         lat = device.latitude if device.latitude is not None else self.site.latitude

@@ -200,3 +200,33 @@ def test_an_anomaly_alert_lasts_its_event_then_a_new_event_raises_again() -> Non
     again = score(0, 0.5, t0 + timedelta(seconds=72 + ANOMALY_COOLDOWN_S + 1))
     assert again is not None and again["transition"] == "raised"
     assert again["alert_id"] != raised["alert_id"]
+
+
+def test_two_installs_at_once_both_land(tmp_path: Path) -> None:
+    """Two install_model commands run as two tasks: each stages on its own, one at a time."""
+    import threading
+
+    rt, _ = runtime(tmp_path)
+    errors: list[BaseException] = []
+
+    def install(name: str) -> None:
+        data = (default_model_dir() / name / f"{name}.onnx").read_bytes()
+        try:
+            _install(rt, name, data)
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    for _ in range(5):
+        threads = [threading.Thread(target=install, args=(n,)) for n in MODELS_USED]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert errors == []
+    assert not list((tmp_path / "models").glob(".staging*"))
+    for name in MODELS_USED:
+        installed = tmp_path / "models" / name / f"{name}.onnx"
+        assert installed.read_bytes() == (default_model_dir() / name / f"{name}.onnx").read_bytes()
+
+
+MODELS_USED = ("window_novelty", "block_novelty")

@@ -255,6 +255,29 @@ def test_values_that_are_not_finite_numbers_become_counted_bad_readings(broker: 
     run()
 
 
+def test_a_decoder_that_keeps_sending_text_is_counted_every_time_logged_once(
+    broker: Broker,
+) -> None:
+    """The same bad value on every uplink: every one counted, one log line per second."""
+
+    @async_test
+    async def run() -> None:
+        source, sink = _source(broker), Collector()
+        bad = _bad_values_event().split("\n")[0]
+        with capture_logs() as logs:
+            async with running(source, sink):
+                await until(lambda: source.connected, 5.0)
+                for i in range(10):  # ten uplinks, each its own deduplicationId
+                    await _publish(broker, bad.replace('"bad-values"', f'"bad-values-{i}"'))
+                await sink.wait_for(lambda: len(sink.readings) >= 30)
+        assert source.rejected["not_a_number"] == 20  # two fields, ten uplinks
+        lines = [e for e in logs if e["event"] == "value_rejected"]
+        # Ten uplinks arrive well within a second: one line per field and reason.
+        assert 2 <= len([e for e in lines if e["reason"] == "not_a_number"]) <= 4
+
+    run()
+
+
 @pytest.mark.parametrize(
     ("raw", "want"),
     [

@@ -100,6 +100,30 @@ async def test_a_replayed_restart_frame_stays_refused_after_an_agent_restart(
 
 
 @async_test
+async def test_a_previous_power_cycles_early_frame_is_refused_as_the_next_frame(
+    tmp_path: Path,
+) -> None:
+    """After a restart, frame 3 of the cycle before would be 'the next frame' by its counter:
+    its bytes were accepted before, so it is a replay, not fresh data."""
+    dev = abp_device("door", CLIMATE, ADDR, relaxed_fcnt=True)
+    async with rig(tmp_path, [dev]) as r:
+        r.source.duplicate_window_s = 0.05
+        earlier = [_frame(i, 10.0 + i) for i in range(6)]  # a recorder hears cycle A
+        for frame in earlier:
+            r.gw.send_phy(frame)
+        r.gw.send_phy(_frame(40, 1.0))
+        await r.readings(7)
+        r.gw.send_phy(_frame(0, 99.0))  # the device restarts: new bytes
+        await r.readings(8)
+        await asyncio.sleep(0.1)
+        r.gw.send_phy(earlier[3])
+        await r.rejected("replay")
+        r.gw.send_phy(_frame(1, 98.0))  # the device's own next frame still goes through
+        (*_, last) = await r.readings(9)
+    assert (last.meta["fcnt"], last.value) == (1, 98.0)
+
+
+@async_test
 async def test_without_relaxed_fcnt_a_restart_is_a_replay(tmp_path: Path) -> None:
     """The default: a counter that went back is refused, whatever it is."""
     dev = abp_device("door", CLIMATE, ADDR)
@@ -176,11 +200,13 @@ def test_the_state_file_is_written_owner_only(tmp_path: Path) -> None:
     assert "nwk_s_key" in state.read_text() and not list(tmp_path.glob("*.tmp"))
 
 
-def _source(state_dir: Path, bus: str, devices: list[DeviceConfig]) -> LoRaWANSource:
+def _source(
+    state_dir: Path, bus: str, devices: list[DeviceConfig], buses: tuple[str, ...] = ()
+) -> LoRaWANSource:
     source = build_source(
         BusConfig(name=bus, type="lorawan-udp", options={"port": 1}),
         devices,
-        SourceContext(site=SITE, state_dir=state_dir),
+        SourceContext(site=SITE, state_dir=state_dir, bus_names=frozenset({bus, *buses})),
     )
     assert isinstance(source, LoRaWANSource)
     return source
@@ -210,3 +236,10 @@ async def test_a_renamed_bus_warns_about_its_old_state_file(tmp_path: Path) -> N
         _source(tmp_path, "radio", [dev])
     (warning,) = [e for e in logs if e["event"] == "state_file_other_bus"]
     assert "delete lorawan-lora.json" in warning["hint"]
+    # The device moved to "radio" while bus "lora" stays in the config: its file also holds
+    # lora's own devices, so it is only noted, never to be renamed or deleted.
+    with capture_logs() as logs:
+        moved = _source(tmp_path, "radio", [dev], buses=("lora",))
+    assert moved.rejected == {} and not [e for e in logs if e["log_level"] == "warning"]
+    (note,) = [e for e in logs if e["event"] == "sessions_on_another_bus"]
+    assert note["other_bus"] == "lora" and "Keep the file" in note["hint"]

@@ -45,6 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cityedge.backoff import Backoff
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.base import ReadingSink, Source, newly_unreachable, supervise
+from cityedge.drivers.lorawan.ratelimit import LogLimiter
 from cityedge.drivers.lorawan.values import describe, engineering, finite_or_none, uint_or_none
 from cityedge.profiles import FieldMap
 from cityedge.readings import Quality, Reading, utc_now
@@ -161,18 +162,29 @@ class ChirpStackSource(Source):
         self.connected = False
         self._sink: ReadingSink | None = None
         self.rejected: dict[str, int] = {}
+        self._limiter = LogLimiter()
         self.counters = {"events": 0, "readings": 0, "duplicates": 0, "reconnects": 0}
 
     def _reject(
-        self, reason: str, detail: str = "", dev: _Device | None = None, what: str = "event"
+        self,
+        reason: str,
+        detail: str = "",
+        dev: _Device | None = None,
+        what: str = "event",
+        field: str = "",
     ) -> None:
         """Count and log one bad input: a whole ``event``, a ``value`` or ``meta``."""
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         if dev is not None:
             dev.stats["errors_total"] += 1
             dev.stats["last_error"] = f"{reason}: {detail}" if detail else reason
+        # A decoder that sends text for a mapped field does so on every uplink: one
+        # line per device and reason per second, the rest counted.
+        quiet = self._limiter.allow(f"{dev.config.id if dev else ''}/{what}/{field}/{reason}")
+        if quiet is None:
+            return
         log = self._log if dev is None else self._log.bind(device=dev.config.id)
-        log.info(f"{what}_rejected", reason=reason, error=detail[:120])
+        log.info(f"{what}_rejected", reason=reason, error=detail[:120], suppressed=quiet)
 
     # -- MQTT (paho's thread hands messages over, nothing else) --------------
 
@@ -323,7 +335,7 @@ class ChirpStackSource(Source):
         ts = event_time(event.get("time")) or utc_now()
         meta, dropped = _radio_meta(event)
         for why in dropped:
-            self._reject("bad_meta", why, dev, what="meta")
+            self._reject("bad_meta", why, dev, what="meta", field=why.split(" ", 1)[0])
         out: list[Reading] = []
         for key, raw in flatten(obj):
             fm = dev.fields.get(key)
@@ -333,7 +345,7 @@ class ChirpStackSource(Source):
             value, reason = engineering(fm, raw)
             if reason is not None:
                 self._reject(reason, f"{key} = {describe(raw)}: a finite number is allowed",
-                             dev, what="value")  # fmt: skip
+                             dev, what="value", field=key)  # fmt: skip
             out.append(
                 Reading(
                     dev.config.id,

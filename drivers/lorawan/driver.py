@@ -48,6 +48,7 @@ from cityedge.drivers.lorawan import crypto, fcnt, join, mac, phy, region, reset
 from cityedge.drivers.lorawan.devices import Device, Pending, make_device
 from cityedge.drivers.lorawan.forwarders import DEFAULT_SILENCE_S, SILENT_HINT, ForwarderWatch
 from cityedge.drivers.lorawan.payload import decode_payload
+from cityedge.drivers.lorawan.ratelimit import LogLimiter
 from cityedge.drivers.lorawan.sessions import MAX_DEV_NONCES, SessionStore
 from cityedge.readings import Reading, utc_now
 from cityedge.sources import SourceContext
@@ -55,7 +56,6 @@ from cityedge.tasks import cancel_and_wait
 
 QUEUE_MAX = 1024
 RECENT_MAX = 4096  # accepted (DevAddr, FCnt) kept to tell a late copy from a replay
-LOG_EVERY_S = 1.0  # one log line per rejection reason per second at most
 RESET_HINT = (
     "relaxed_fcnt took a counter that went back as a device restart; "
     "if the device did not restart, this may be a replay (docs/profile-sources-lorawan.md)"
@@ -123,7 +123,7 @@ class LoRaWANSource(Source):
         self._reopen = Backoff(base_s=reopen_min_s, cap_s=reopen_max_s)
         self.connected = False
         self.rejected: dict[str, int] = dict(store.rejected)
-        self._last_log: dict[str, tuple[float, int]] = {}
+        self._limiter = LogLimiter()
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "datagrams",
@@ -238,12 +238,9 @@ class LoRaWANSource(Source):
         self._count(reason)
         if dev is not None:
             dev.error(reason, detail)
-        now = time.monotonic()
-        last, quiet = self._last_log.get(reason, (-LOG_EVERY_S, 0))
-        if now - last < LOG_EVERY_S:
-            self._last_log[reason] = (last, quiet + 1)
+        quiet = self._limiter.allow(reason)
+        if quiet is None:
             return
-        self._last_log[reason] = (now, 0)
         log = dev.log if dev is not None else self._log
         log.info("frame_rejected", reason=reason, error=detail[:120], suppressed=quiet, **kw)
 
@@ -356,8 +353,11 @@ class LoRaWANSource(Source):
             dev.count("duplicates")
             return
         last = dev.session.fcnt_up
-        if reset and resets.seen(dev.session, rx.data):
-            self.reject("replay", f"FCnt {fcnt32}: a frame accepted before, not a restart", dev)
+        # A relaxed device's frames in the restart window are known by their bytes:
+        # one accepted before (this power cycle or an earlier one) is a replay,
+        # whether it comes as a restart or as the next frame.
+        if dev.relaxed and fcnt32 < resets.RESET_WINDOW and resets.seen(dev.session, rx.data):
+            self.reject("replay", f"FCnt {fcnt32}: a frame accepted before", dev)
             return
         if not reset and fcnt.is_replay(fcnt32, last):
             self.reject("replay", f"FCnt {fcnt32} <= {last}", dev, gateway=gateway)
@@ -619,6 +619,7 @@ def build_source(bus: BusConfig, devices: Sequence[DeviceConfig], ctx: SourceCon
     warned about and counted.
     """
     store = SessionStore(ctx.state_dir / f"lorawan-{bus.name}.json")
-    store.check_other_files(bus.name, (str(d.options["dev_eui"]) for d in devices))
+    euis = [str(d.options["dev_eui"]) for d in devices]
+    store.check_other_files(bus.name, euis, configured=ctx.bus_names)
     mine = [(d, ctx.cell_for(d)) for d in devices]
     return LoRaWANSource(bus, mine, store, clock_ok=ctx.clock_ok)

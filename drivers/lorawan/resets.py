@@ -34,8 +34,8 @@ from cityedge.drivers.lorawan.sessions import Session
 RESET_WINDOW = 16
 """A counter that went back is a restart only below this."""
 
-SEEN_MAX = 2 * RESET_WINDOW
-"""Fingerprints kept per device: the window of the last two power cycles."""
+SEEN_MAX = 16 * RESET_WINDOW
+"""Fingerprints kept per device (8 bytes each): the windows of the last 16 power cycles."""
 
 
 def fingerprint(phy_payload: bytes) -> str:

@@ -225,18 +225,32 @@ class SessionStore:
         self.writes += 1
         return True
 
-    def check_other_files(self, bus: str, dev_euis: Iterable[str]) -> list[Path]:
+    def check_other_files(
+        self, bus: str, dev_euis: Iterable[str], configured: Iterable[str] = ()
+    ) -> list[Path]:
         """Other ``lorawan-*.json`` files holding sessions of these devices: warned and counted.
 
         Run once at start, before any write. Such a file is the state of a bus
         renamed to ``bus`` (or of another bus the devices moved from): its
-        sessions are not used here.
+        sessions are not used here. When that other bus is still in the
+        config (``configured``), the devices moved between two live buses: its
+        file also holds its own devices' sessions, so it is only noted (info),
+        never to be renamed or deleted.
         """
         mine = {eui.lower() for eui in dev_euis}
+        live = set(configured)
         found: list[Path] = []
         for other in sorted(self.path.parent.glob("lorawan-*.json")):
             held = sorted(mine & _dev_euis(other)) if other != self.path else []
             if not held:
+                continue
+            other_bus = other.name.removeprefix("lorawan-").removesuffix(".json")
+            if other_bus in live:
+                self._log.info("sessions_on_another_bus", file=str(other), bus=bus,
+                               other_bus=other_bus, devices=held[:10], sessions=len(held),
+                               hint=f"these devices moved from bus {other_bus}; their old "
+                               "sessions there are not used. Keep the file: it holds "
+                               f"{other_bus}'s own devices")  # fmt: skip
                 continue
             found.append(other)
             self._count("state_file_other_bus")
