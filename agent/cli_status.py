@@ -202,7 +202,7 @@ def _anomaly(st: Mapping[str, Any]) -> str | None:
     if "anomaly" not in st:
         return None
     an = _d(st["anomaly"])
-    models = _d(st.get("models"))
+    models = _d(an.get("models"))
     line = f"anomaly  scored {an.get('scored')}  anomalies {an.get('anomalies')}"
     if models:
         line += "  models " + ", ".join(f"{k} {v}" for k, v in sorted(models.items()))

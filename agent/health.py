@@ -116,7 +116,7 @@ def build_health(
         "uptime_s": round(uptime, 1),
         "period_s": round(period, 1),
         "software": {"version": snapshot.get("version")},
-        "models": dict(_d(snapshot.get("models"))),
+        "models": dict(_d(_d(snapshot.get("anomaly")).get("models"))),
         "devices": {"total": len(devices), "healthy": len(devices) - len(down), "down": down},
         "completeness": {
             "overall": round(sum(ratios) / len(ratios), 4) if ratios else None,

@@ -143,8 +143,7 @@ STATUS: dict[str, Any] = {
     "reload": {"ok": False, "reason": "sighup", "at": 1735689600.0,
                "problems": ["gw.toml:4: buses.x.baudrate: must be one of 9600, 19200"]},
     "signer": {"state": "ok", "latency_sum_s": 0.5, "latency_count": 1000, "failures": 0},
-    "anomaly": {"scored": 500, "anomalies": 3},
-    "models": {"block_novelty": "1.2"},
+    "anomaly": {"scored": 500, "anomalies": 3, "models": {"block_novelty": "1.2"}},
     "sources": {
         "rs485": {"bus": "rs485", "type": "modbus-rtu", "connected": True, "devices": {
             "meter-1": {"state": "ok", "polls": 1200, "errors_total": 1, "poll_rate_hz": 1.0,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cityedge.config.checks import a_or_an
 from cityedge.config.loader import check_config, load_config, shipped_profiles_dir
 from cityedge.errors import Problem
 
@@ -214,3 +215,37 @@ def test_a_profile_hidden_by_a_local_profiles_folder_says_so(tmp_path: Path) -> 
     assert problem.message.startswith(f"unknown profile: no file {tmp_path / 'firmware-profiles'}")
     assert f"the shipped {shipped_profiles_dir()} has it" in problem.message
     assert problem.allowed == "acme/m1"
+
+
+def test_a_key_of_another_bus_type_lists_the_keys_this_one_takes(tmp_path: Path) -> None:
+    """sensor_mode on a Modbus TCP device: whose key it is, and what the device takes instead."""
+    text = SITE + '[buses.tcp]\ntype = "modbus-tcp"\n'
+    text += '[[devices]]\nid = "m"\nbus = "tcp"\nunit_id = 1\nprofile = "eastron/sdm630"\n'
+    text += 'sensor_mode = "passive"\n'
+    (problem,) = check(tmp_path, text)
+    assert (problem.path, problem.message) == (
+        "devices[0].sensor_mode",
+        "only for devices on serial-sensor buses",
+    )
+    allowed = str(problem.allowed)
+    assert allowed.startswith("id, bus, profile, ") and "unit_id" in allowed
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("opcua", "an opcua"), ("elsys", "an elsys"), ("int16", "an int16"), ("modbus", "a modbus"),
+     ("serial-sensor", "a serial-sensor"), ("uint16", "a uint16"), ("ble", "a ble")],
+)  # fmt: skip
+def test_messages_name_identifiers_with_the_right_article(word: str, expected: str) -> None:
+    """a_or_an, which messages naming a protocol, bus type or data type use."""
+    assert a_or_an(word) == expected
+
+
+def test_a_profile_of_another_protocol_names_the_bus_with_the_right_article(
+    tmp_path: Path,
+) -> None:
+    """A Modbus profile on an OPC UA bus: "an opcua bus", allowed "an opcua profile"."""
+    text = OPCUA + '[[devices]]\nid = "m"\nbus = "plc"\nprofile = "eastron/sdm630"\n'
+    (problem,) = check(tmp_path, text)
+    assert problem.message == "a modbus profile cannot run on an opcua bus"
+    assert (problem.allowed, problem.got) == ("an opcua profile", "eastron/sdm630")

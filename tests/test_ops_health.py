@@ -5,23 +5,31 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from cityedge.alerting import AlertEngine
+from cityedge.anomaly_runtime import AnomalyRuntime
+from cityedge.config.loader import load_config
 from cityedge.config.model import BusConfig, DeviceConfig
 from cityedge.drivers.lorawan.chirpstack import ChirpStackSource
 from cityedge.health import SCHEMA, build_health
 from cityedge.profiles import FieldMap
+from tests.peers.agent import PROFILES
 from tests.peers.forwarder import lora_profile
 
 
 def snapshot(uptime_s: float, polls: tuple[int, int], **extra: Any) -> dict[str, Any]:
-    """A status snapshot with two 10 s devices on one bus (pump-2 down) and one push device."""
+    """A status snapshot with two 10 s devices on one bus (pump-2 down) and one push device.
+
+    Shaped like the agent's status answer: the loaded models are in ``anomaly``.
+    """
     snap: dict[str, Any] = {
         "gateway": "gw-1",
         "site": "mitte",
         "version": "0.3.0",
         "uptime_s": uptime_s,
-        "models": {"window_novelty": "2024.1"},
+        "anomaly": {"scored": 0, "anomalies": 0, "models": {"window_novelty": "2024.1"}},
         "clock": {"ok": True, "source": "kernel"},
         "sources": {
             "modbus:field": {
@@ -149,3 +157,39 @@ def test_every_driver_word_for_down_counts_as_down() -> None:
     snap = {"sources": {"x:y": {"devices": {d: {"state": st} for d, st in states.items()}}}}
     assert build_health(snap)["devices"] == {
         "total": 7, "healthy": 3, "down": ["a", "b", "c", "d"]}  # fmt: skip
+
+
+WATCHING = f"""
+profiles_dir = "{PROFILES}"
+[site]
+id = "s"
+gateway_id = "gw"
+latitude = 52.5
+longitude = 13.4
+[buses.tcp]
+type = "modbus-tcp"
+[[devices]]
+id = "pump-1"
+bus = "tcp"
+unit_id = 1
+profile = "eastron/sdm630"
+[anomaly]
+watch = [{{device = "pump-1", point = "current_l1", model = "window_novelty"}}]
+"""
+
+
+async def _no_alerts(records: list[dict[str, Any]]) -> None:
+    raise AssertionError(records)
+
+
+def test_models_are_those_the_anomaly_runtime_reports(tmp_path: Path) -> None:
+    """The message names the models of the anomaly section, as the agent's status nests them."""
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(WATCHING)
+    runtime = AnomalyRuntime(load_config(cfg), tmp_path, AlertEngine({}, "gw"), _no_alerts)
+    snap = snapshot(600, (60, 60))
+    del snap["anomaly"]
+    assert build_health(snap)["models"] == {}
+    snap["anomaly"] = runtime.status()
+    models = build_health(snap)["models"]
+    assert models == runtime.engine.models() and list(models) == ["window_novelty"]

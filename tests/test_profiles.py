@@ -366,3 +366,201 @@ def test_a_field_scales_numbers_and_leaves_other_values_as_they_are() -> None:
     assert f.engineering("ok") == "ok"
     same = FieldMap(key="n", name="count")
     assert same.engineering(7) == 7 and isinstance(same.engineering(7), int)
+
+
+def alert_point(alert: str) -> str:
+    """HEAD and one point (line 7) whose alert is on line 12."""
+    return HEAD + point("p", "input", 0, "int16", f"alert = {{ {alert} }}")
+
+
+@pytest.mark.parametrize(
+    ("alert", "got"),
+    [
+        ("hysteresis = 5", ["hysteresis"]),
+        ("above = { blue = 5 }, below = { blue = 1 }", ["above", "below"]),
+    ],
+)
+def test_an_alert_names_both_directions_it_may_take(
+    tmp_path: Path, alert: str, got: list[str]
+) -> None:
+    """Neither or both of above and below: the allowed forms name both, got lists the keys."""
+    (problem,) = problems(tmp_path, alert_point(alert))
+    assert (problem.line, problem.path) == (12, "points[0].alert")
+    assert problem.message == "needs exactly one of above or below"
+    assert problem.allowed == "above = {blue, yellow, red} or below = {blue, yellow, red}"
+    assert problem.got == got
+
+
+@pytest.mark.parametrize(
+    ("levels", "path", "message"),
+    [
+        ("{ bleu = 25 }", "points[0].alert.above.bleu", "unknown key, did you mean 'blue'?"),
+        ("{ blue = nan }", "points[0].alert.above.blue", "must be a finite number"),
+        ("{ blue = 25, red = inf }", "points[0].alert.above.red", "must be a finite number"),
+        ("5", "points[0].alert.above", "must be a table"),
+    ],
+)
+def test_a_bad_level_table_is_the_only_problem_of_its_alert(
+    tmp_path: Path, levels: str, path: str, message: str
+) -> None:
+    """A misspelt or non-finite level is reported alone, not also as 'needs at least one level'."""
+    (problem,) = problems(tmp_path, alert_point(f"above = {levels}"))
+    assert (problem.path, problem.message) == (path, message)
+
+
+def test_an_empty_level_table_needs_a_level(tmp_path: Path) -> None:
+    """above = {} names the levels it may hold."""
+    (problem,) = problems(tmp_path, alert_point("above = {}"))
+    assert (problem.path, problem.message) == ("points[0].alert.above", "needs at least one level")
+    assert (problem.allowed, problem.got) == ("blue, yellow, red", {})
+
+
+@pytest.mark.parametrize(
+    ("alert", "clear_below", "lowest"),
+    [
+        ("above = { blue = 25 }, hysteresis = 100", -75, "blue = 25"),
+        ("above = { blue = 25, red = 75 }, hysteresis = 25", 0, "blue = 25"),
+        ("above = { yellow = 10, red = 20 }, hysteresis = 12.5", -2.5, "yellow = 10"),
+    ],
+)
+def test_a_hysteresis_reaching_past_zero_is_refused(
+    tmp_path: Path, alert: str, clear_below: float, lowest: str
+) -> None:
+    """Above positive levels, a reading of 0 must clear the alert: hysteresis < lowest level."""
+    (problem,) = problems(tmp_path, alert_point(alert))
+    assert (problem.line, problem.path) == (12, "points[0].alert.hysteresis")
+    assert problem.message.startswith(f"too large: the alert would clear only below {clear_below}")
+    assert problem.allowed == f"less than the lowest level ({lowest})"
+
+
+@pytest.mark.parametrize(
+    "alert",
+    [
+        "above = { blue = 25 }, hysteresis = 24.9",  # clears below 0.1
+        "above = { blue = -18 }, hysteresis = 30",  # a freezer: its values are negative anyway
+        "above = { blue = 0 }, hysteresis = 5",  # 0 itself raises: no floor to judge by
+        "below = { blue = 5 }, hysteresis = 30",  # below: no common ceiling to reach past
+    ],
+)
+def test_a_hysteresis_is_only_refused_past_the_floor_of_zero(tmp_path: Path, alert: str) -> None:
+    """A hysteresis that leaves 0 clearing the alert, or that zero does not bound, loads."""
+    write_profile(tmp_path, alert_point(alert))
+    assert load_profile(tmp_path, "acme/m1").point("p").alert is not None
+
+
+PUSH = """\
+[profile]
+vendor = "Acme"
+model = "T1"
+family = "environment"
+protocol = "{protocol}"
+{codec}source = "Acme T1 manual"
+
+[[fields]]
+key = "{key}"
+name = "p"
+{extra}"""
+
+
+def push(protocol: str, codec: str | None, key: str = "x", extra: str = "") -> str:
+    """A one-field profile: codec on line 6, [[fields]] on 9, its key on 10, ``extra`` on 12."""
+    return PUSH.format(
+        protocol=protocol,
+        codec=f'codec = "{codec}"\n' if codec is not None else "",
+        key=key,
+        extra=extra,
+    )
+
+
+@pytest.mark.parametrize(
+    ("protocol", "codec", "hint", "allowed"),
+    [
+        ("serial", "pms5030", "pms5003", "pms5003, sds011, nmea, generic"),
+        ("serial", "nmea0183", "nmea", "pms5003, sds011, nmea, generic"),
+        ("lorawan", "cayene", "cayenne", "cayenne, dragino-ldds75, dragino-lht65, elsys"),
+        ("ble", "ruvi", "ruuvi", "bthome, ruuvi"),
+    ],
+)
+def test_a_misspelt_codec_gets_a_did_you_mean_in_every_family(
+    tmp_path: Path, protocol: str, codec: str, hint: str, allowed: str
+) -> None:
+    """Serial, LoRaWAN and BLE profiles: a codec typo names the closest codec and all of them."""
+    (problem,) = problems(tmp_path, push(protocol, codec))
+    assert (problem.line, problem.path) == (6, "profile.codec")
+    assert problem.message == f"not a {protocol} codec, did you mean {hint!r}?"
+    assert (problem.allowed, problem.got) == (allowed, codec)
+
+
+def test_a_missing_or_non_text_codec_is_one_problem(tmp_path: Path) -> None:
+    """No codec: missing, with the codecs; codec = 5: only 'must be a string'."""
+    (missing,) = problems(tmp_path, push("serial", None))
+    assert (missing.path, missing.message) == (
+        "profile",
+        "missing required key 'codec' for a serial profile",
+    )
+    assert missing.allowed == "pms5003, sds011, nmea, generic"
+    (number,) = problems(tmp_path, push("serial", "x").replace('"x"', "5", 1))
+    assert (number.path, number.message) == ("profile.codec", "must be a string")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "codec", "extra", "path", "message"),
+    [
+        ("serial", "sds011", "sampling_interval_ms = 100", "fields[0].sampling_interval_ms",
+         "only for opcua profiles, not serial ones"),
+        ("ble", "ruuvi", 'register = "input"', "fields[0].register",
+         "only for modbus profiles, not ble ones"),
+    ],
+)  # fmt: skip
+def test_a_field_key_of_another_protocol_says_where_it_belongs(
+    tmp_path: Path, protocol: str, codec: str, extra: str, path: str, message: str
+) -> None:
+    """An OPC UA or Modbus key in a serial or BLE field: whose it is, and the keys fields take."""
+    key = "pm10" if codec == "sds011" else "temperature"
+    (problem,) = problems(tmp_path, push(protocol, codec, key, extra + "\n"))
+    assert (problem.line, problem.path, problem.message) == (12, path, message)
+    assert problem.allowed == (
+        "key, name, unit, family, scale, offset, write, description, model, alert"
+    )
+
+
+def test_a_point_key_of_another_protocol_says_where_it_belongs(tmp_path: Path) -> None:
+    """A modbus point with an OPC UA or [[fields]] key: whose it is, and the point keys."""
+    text = HEAD + point("p", "input", 0, "int16", "deadband = 1", 'key = "x"')
+    found = [(p.line, p.path, p.message) for p in problems(tmp_path, text)]
+    assert found == [
+        (12, "points[0].deadband", "only for opcua profiles, not modbus ones"),
+        (13, "points[0].key", "only for opcua, serial, lorawan or ble profiles, not modbus ones"),
+    ]
+    assert str(problems(tmp_path, text)[0].allowed).startswith("name, register, address, type")
+
+
+@pytest.mark.parametrize(
+    ("codec", "key", "hint"),
+    [
+        ("pms5003", "pm25_atm", "pm2_5_atm"),
+        ("pms5003", "counts.6", "counts.5"),
+        ("sds011", "pm2.5", "pm2_5"),
+        ("nmea", "altitude", "altitude_m"),
+    ],
+)
+def test_a_builtin_serial_codec_field_must_map_a_value_it_yields(
+    tmp_path: Path, codec: str, key: str, hint: str
+) -> None:
+    """A [[fields]] key a built-in serial codec never yields: a did-you-mean and all its keys."""
+    from cityedge.drivers.serial.codecs import BUILTIN
+
+    (problem,) = problems(tmp_path, push("serial", codec, key))
+    assert (problem.line, problem.path) == (10, "fields[0].key")
+    assert problem.message == f"the {codec} codec yields no such value, did you mean {hint!r}?"
+    assert (problem.allowed, problem.got) == (", ".join(sorted(BUILTIN[codec].keys)), key)
+
+
+def test_shipped_serial_profiles_map_only_keys_their_codec_yields() -> None:
+    """The shipped PMS5003, SDS011 and NEO-6M profiles load under the codecs' key check."""
+    from cityedge.drivers.serial.codecs import BUILTIN
+
+    shipped = Path(__file__).resolve().parents[1] / "firmware-profiles"
+    for name in ("plantower/pms5003", "nova/sds011", "u-blox/neo-6m"):
+        profile = load_profile(shipped, name)
+        assert {f.key for f in profile.fields} <= BUILTIN[profile.codec].keys, name

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cityedge.config.profile_loader import CODECS
 from cityedge.drivers.base import DecodeError
 from cityedge.drivers.serial import (
     decode_nmea,
@@ -21,6 +22,13 @@ from cityedge.drivers.serial import (
     nmea,
     pms5003,
     sds011,
+)
+from cityedge.drivers.serial.codecs import (
+    BUILTIN,
+    NmeaCodec,
+    Pms5003Codec,
+    Sds011Codec,
+    SensorCodec,
 )
 from cityedge.drivers.serial.framing import (
     Frame,
@@ -139,6 +147,34 @@ def test_nmea_rmc_vector() -> None:
     assert fix.valid and fix.timestamp == r.timestamp
     assert fix.lat == pytest.approx(48.1173) and fix.lon == pytest.approx(11.5166667)
     assert decode_nmea(RMC)["timestamp"] == "1994-03-23T12:35:19.000000Z"
+
+
+def decoded_keys(codec: SensorCodec, frame: bytes) -> set[str]:
+    """The keys the driver gets from one frame through the codec's adapter."""
+    decoded = codec.decode(frame, datetime(2025, 1, 1, tzinfo=UTC))
+    assert decoded is not None
+    return set(decoded.values)
+
+
+def test_builtin_codec_keys_are_what_the_vectors_decode_to() -> None:
+    """Each codec's keys are exactly the keys its published vectors yield to the driver."""
+    stream = bytes.fromhex(SERIAL["pms5003"]["vectors"][0]["stream_hex"])
+    (pms,) = frames(Pms5003Framer().feed(stream))
+    assert decoded_keys(Pms5003Codec(), pms) == Pms5003Codec.keys
+    assert {k.partition(".")[0] for k in Pms5003Codec.keys} >= set(
+        SERIAL["pms5003"]["vectors"][0]["expect"]
+    )
+    sds = bytes.fromhex(SERIAL["sds011"]["vectors"][0]["frame_hex"])
+    assert decoded_keys(Sds011Codec(), sds) == Sds011Codec.keys
+    gga, rmc = (decoded_keys(NmeaCodec(), s.encode()) for s in (GGA, RMC))
+    assert gga | rmc == NmeaCodec.keys
+    assert gga != rmc  # each sentence yields its own keys, both within the codec's
+
+
+def test_every_serial_codec_of_a_profile_is_built_in_or_generic() -> None:
+    """The profile loader's serial codecs are the built-in ones (each with keys) and generic."""
+    assert set(CODECS["serial"]) == {*BUILTIN, "generic"}
+    assert all(codec.keys for codec in BUILTIN.values())
 
 
 # --- PMS5003 ----------------------------------------------------------------------------

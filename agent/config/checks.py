@@ -129,7 +129,8 @@ def validate_table(
     """Check ``value`` against ``fields``; return the good values by attribute.
 
     ``elsewhere`` names keys that are valid in a sibling spec: the message
-    says where they belong instead of "unknown key" (``None``: stay silent).
+    says where they belong instead of "unknown key", with the keys this table
+    takes as allowed (``None``: stay silent).
     """
     if not isinstance(value, dict):
         ctx.report(key, "must be a table", got=value)
@@ -140,7 +141,7 @@ def validate_table(
             continue
         if name in elsewhere:
             if elsewhere[name] is not None:
-                ctx.report((*key, name), str(elsewhere[name]))
+                ctx.report((*key, name), str(elsewhere[name]), ", ".join(fields) or "none")
             continue
         _unknown(ctx, (*key, name), name, list(fields))
     out: dict[str, Any] = {}
@@ -176,6 +177,15 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """``", did you mean 'x'?"`` for the closest of ``known`` to ``name``, else ``""``."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f", did you mean {close[0]!r}?" if close else ""
+
+
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article: "an opcua", "a modbus", "a uint16".
+
+    By the first letter, which fits the identifiers messages name (protocols,
+    bus types, data types, whose u reads "you"); not English at large.
+    """
+    return f"{'an' if word[:1].lower() in 'aeio' else 'a'} {word}"
 
 
 # -- checkers ---------------------------------------------------------------
@@ -366,17 +376,18 @@ def raw_records() -> Check:
     return check
 
 
-def records(fields: Fields) -> Check:
+def records(fields: Fields, elsewhere: Mapping[str, str | None] | None = None) -> Check:
     """An array of tables; each item is its good values (a dict) or ``None``.
 
     Items stay partial on problems so cross-item checks (unique ids, references)
     still run on what is there and every problem is found in one pass.
+    ``elsewhere``: as for :func:`validate_table`, for every item.
     """
 
     def check(ctx: Context, value: Any, key: Key) -> list[dict[str, Any] | None]:
         if not isinstance(value, list):
             raise Invalid("must be an array of tables ([[...]])")
-        return [validate_table(ctx, v, fields, (*key, n)) for n, v in enumerate(value)]
+        return [validate_table(ctx, v, fields, (*key, n), elsewhere) for n, v in enumerate(value)]
 
     return check
 

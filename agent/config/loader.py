@@ -25,6 +25,7 @@ from cityedge.config.checks import (
     Field,
     Fields,
     Invalid,
+    a_or_an,
     array,
     boolean,
     choice,
@@ -482,8 +483,9 @@ def _check_watch(
 def _check_protocol(ctx: Context, key: Key, bus: dict[str, Any], profile: Any) -> None:
     wanted = BUS_PROTOCOL.get(str(bus.get("type")))
     if wanted is not None and profile.protocol != wanted:
-        message = f"a {profile.protocol} profile cannot run on a {bus.get('type')} bus"
-        ctx.report((*key, "profile"), message, f"a {wanted} profile", profile.name)
+        kind = str(bus.get("type"))
+        message = f"{a_or_an(profile.protocol)} profile cannot run on {a_or_an(kind)} bus"
+        ctx.report((*key, "profile"), message, f"{a_or_an(wanted)} profile", profile.name)
 
 
 def _check_serial(ctx: Context, key: Key, dev: dict[str, Any], profile: Any) -> None:

@@ -12,13 +12,14 @@ import re
 from pathlib import Path
 from typing import Any, get_args
 
-from cityedge.alerts import AlertRule
+from cityedge.alerts import AlertRule, Level
 from cityedge.config.anomaly_models import MODEL, InstalledModels
 from cityedge.config.checks import (
     INVALID,
     Context,
     Field,
     Invalid,
+    a_or_an,
     array,
     choice,
     did_you_mean,
@@ -121,10 +122,15 @@ ALERT_FIELDS = {
 
 
 def _alert(**values: Any) -> AlertRule | None:
-    """An alert = {above|below = {blue, yellow, red}, hysteresis, ...} table, or None."""
+    """An alert = {above|below = {blue, yellow, red}, hysteresis, ...} table.
+
+    None without a valid above or below table: its own problems are reported.
+    """
     direction = "above" if "above" in values else "below"
-    levels = values.pop(direction, None) or {}
-    values.pop("below" if direction == "above" else "above", None)
+    if direction not in values:
+        return None
+    levels = values.pop(direction)
+    values.pop("below", None)  # both given: _alert_post reports it
     triple = (levels.get("blue"), levels.get("yellow"), levels.get("red"))
     return AlertRule(levels=triple, direction=direction, **values)
 
@@ -132,20 +138,45 @@ def _alert(**values: Any) -> AlertRule | None:
 def _alert_post(ctx: Context, rule: AlertRule | None, key: Key) -> None:
     has = [d for d in ("above", "below") if (*key, d) in ctx.lines]
     if len(has) != 1:
-        ctx.report(key, "needs exactly one of above or below", "above = {blue, yellow, red}")
+        keys = sorted(str(k[-1]) for k in ctx.lines if k[:-1] == key)
+        ctx.report(key, "needs exactly one of above or below", ALERT_DIRECTIONS, keys)
         return
-    if rule is None or all(t is None for t in rule.levels):
-        ctx.report((*key, has[0]), "needs at least one level", "blue, yellow, red")
+    if rule is None:
+        return  # the above or below table is bad, and its problems are reported
+    given = {n: t for n, t in zip(LEVEL_FIELDS, rule.levels, strict=True) if t is not None}
+    if not given:
+        ctx.report((*key, has[0]), "needs at least one level", "blue, yellow, red", given)
         return
-    used = [t for t in rule.levels if t is not None]
+    used = list(given.values())
     ordered = sorted(used) if rule.direction == "above" else sorted(used, reverse=True)
     if used != ordered:
         sign = "<=" if rule.direction == "above" else ">="
         allowed = f"blue {sign} yellow {sign} red, for an alert {rule.direction} them"
-        given = {n: t for n, t in zip(LEVEL_FIELDS, rule.levels, strict=True) if t is not None}
         ctx.report((*key, has[0]), "levels must get worse from blue to red", allowed, given)
+    _hysteresis_post(ctx, rule, key, next(iter(given.items())))
 
 
+def _hysteresis_post(ctx: Context, rule: AlertRule, key: Key, lowest: tuple[str, float]) -> None:
+    """An alert above levels that are all positive must clear at a reading of 0.
+
+    Most values alerted on (concentrations, counts, flows, levels, power
+    drawn) never go below 0: a hysteresis reaching past it keeps the alert
+    raised for ever. What a value's floor is otherwise is not in the profile,
+    and a below alert's clear point has no such common ceiling: neither is
+    checked. ``lowest`` is the level the alert clears from (the first given).
+    """
+    if rule.direction != "above" or rule.level_of(0.0) != Level.NONE or rule.below_clear(0.0):
+        return
+    name, level = lowest
+    message = (
+        f"too large: the alert would clear only below {level - rule.hysteresis:g}, "
+        "which a value that cannot go below 0 never reaches"
+    )
+    allowed = f"less than the lowest level ({name} = {level:g})"
+    ctx.report((*key, "hysteresis"), message, allowed, rule.hysteresis)
+
+
+ALERT_DIRECTIONS = "above = {blue, yellow, red} or below = {blue, yellow, red}"
 ALERT = Field(table(ALERT_FIELDS, _alert, _alert_post))
 POINT_FIELDS = {
     "name": Field(text(r"[a-z0-9_]+", hint="lowercase letters, digits, _"), required=True),
@@ -163,11 +194,6 @@ POINT_FIELDS = {
     "description": Field(text(nonempty=False)),
     "model": Field(MODEL),
     "alert": ALERT,
-}
-DOCUMENT_FIELDS = {
-    "profile": Field(table(PROFILE_FIELDS), required=True),
-    "unreadable": Field(array(table(UNREADABLE_FIELDS, AddressRange, _range_post))),
-    "points": Field(records(POINT_FIELDS), required=True),
 }
 
 # The other protocols map what a device yields to points with [[fields]].
@@ -199,13 +225,40 @@ FIELD_OPTIONS: dict[str, dict[str, Field]] = {
 }
 
 
-def _push_document(protocol: str) -> dict[str, Field]:
-    fields = {**FIELD_COMMON, **FIELD_OPTIONS.get(protocol, {})}
+def _item_fields(protocol: str) -> dict[str, Field]:
+    """The keys of a profile's [[points]] (modbus) or [[fields]] (the other protocols)."""
+    if protocol == "modbus":
+        return POINT_FIELDS
+    return {**FIELD_COMMON, **FIELD_OPTIONS.get(protocol, {})}
+
+
+def _elsewhere(protocol: str) -> dict[str, str | None]:
+    """Point and field keys of the other protocols: said where they belong, not "unknown"."""
+    own = _item_fields(protocol)
+    owners: dict[str, list[str]] = {}
+    for other in PROTOCOLS:
+        for name in _item_fields(other):
+            if name not in own:
+                owners.setdefault(name, []).append(other)
     return {
-        "profile": Field(table(PROFILE_FIELDS), required=True),
-        "codec": Field(free_table()),
-        "fields": Field(records(fields), required=True),
+        name: f"only for {_either(them)} profiles, not {protocol} ones"
+        for name, them in owners.items()
     }
+
+
+def _either(names: list[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _document(protocol: str) -> dict[str, Field]:
+    """A whole profile: [[points]] for modbus; a codec and [[fields]] for the others."""
+    head = Field(table(PROFILE_FIELDS), required=True)
+    items = Field(records(_item_fields(protocol), _elsewhere(protocol)), required=True)
+    if protocol == "modbus":
+        unreadable = array(table(UNREADABLE_FIELDS, AddressRange, _range_post))
+        return {"profile": head, "unreadable": Field(unreadable), "points": items}
+    return {"profile": head, "codec": Field(free_table()), "fields": items}
 
 
 def profile_path(profiles_dir: Path, name: str) -> Path:
@@ -270,8 +323,7 @@ def check_profile(
     head = doc.get("profile")
     protocol = head.get("protocol", "modbus") if isinstance(head, dict) else "modbus"
     modbus = protocol == "modbus" or protocol not in PROTOCOLS
-    spec = DOCUMENT_FIELDS if modbus else _push_document(protocol)
-    values = validate_table(ctx, doc, spec, ()) or {}
+    values = validate_table(ctx, doc, _document("modbus" if modbus else protocol), ()) or {}
     items = "points" if modbus else "fields"
     _check_names(ctx, items, values.get(items, []))
     if models is not None:
@@ -428,14 +480,10 @@ def _build_push(
     head = values.get("profile", INVALID)
     head = {} if head is INVALID else dict(head)
     codec = str(head.pop("codec", ""))
-    known = CODECS.get(protocol, ())
-    if known and codec not in known:
-        ctx.report(("profile", "codec"), f"not a {protocol} codec", ", ".join(known), codec)
-    elif not known and codec:
-        ctx.report(("profile", "codec"), f"{protocol} profiles take no codec", got=codec)
+    _check_codec(ctx, protocol, codec)
     options = values.get("codec") or {}
-    if codec == "generic":
-        _check_keys(ctx, codec, _generic_keys(ctx, options), values.get("fields", []))
+    produced = _codec_keys(ctx, protocol, codec, options)
+    _check_keys(ctx, codec, produced, values.get("fields", []))
     for modbus_only in ("byte_order", "max_registers", "max_bits", "max_gap"):
         if ("profile", modbus_only) in ctx.lines:
             ctx.report(("profile", modbus_only), "only for modbus profiles")
@@ -465,6 +513,36 @@ def _build_push(
     )
 
 
+def _check_codec(ctx: Context, protocol: str, codec: str) -> None:
+    """The profile names one of its protocol's codecs, or none if the protocol has none."""
+    known = CODECS.get(protocol, ())
+    key: Key = ("profile", "codec")
+    if key in ctx.lines and not codec:
+        return  # not a string: reported
+    if known and not codec:
+        message = f"missing required key 'codec' for {a_or_an(protocol)} profile"
+        ctx.report(("profile",), message, ", ".join(known))
+    elif known and codec not in known:
+        message = f"not {a_or_an(protocol)} codec{did_you_mean(codec, known)}"
+        ctx.report(key, message, ", ".join(known), codec)
+    elif not known and codec:
+        ctx.report(key, f"{protocol} profiles take no codec", "leave codec out", codec)
+
+
+def _codec_keys(
+    ctx: Context, protocol: str, codec: str, options: dict[str, Any]
+) -> list[str] | None:
+    """The values a serial codec yields, to check [[fields]] keys against; None: not known."""
+    if protocol != "serial":
+        return None
+    if codec == "generic":
+        return _generic_keys(ctx, options)
+    from cityedge.drivers.serial.codecs import BUILTIN
+
+    builtin = BUILTIN.get(codec)
+    return sorted(builtin.keys) if builtin is not None and builtin.keys is not None else None
+
+
 def _generic_keys(ctx: Context, options: dict[str, Any]) -> list[str] | None:
     """A generic serial codec's [codec] table, checked by the codec itself: the names it yields."""
     from cityedge.drivers.serial.generic import SpecError, load_codec
@@ -482,7 +560,7 @@ def _check_keys(
 ) -> None:
     """Each field maps a value the codec yields: another key would never get a value."""
     if produced is None:
-        return  # the codec's own problems are reported
+        return  # not known here, or the codec's own problems are reported
     for n, raw in enumerate(raws):
         if raw is not None and "key" in raw and raw["key"] not in produced:
             message = f"the {codec} codec yields no such value{did_you_mean(raw['key'], produced)}"

@@ -7,6 +7,10 @@ named scalar values (:class:`Decoded`), and the mode and read commands the
 sensor understands. :func:`make_codec` picks the adapter a device's profile
 names, or raises :class:`~cityedge.errors.ConfigError`. No I/O here; the
 one state kept is :class:`NmeaCodec`'s last valid fix (:class:`LatestFix`).
+
+Each built-in codec (:data:`BUILTIN`) states the keys its frames can yield
+(``keys``), which the profile loader checks ``[[fields]]`` keys against;
+the tests check them against what the public vectors decode to.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class SensorCodec:
 
     name = ""
     empty_reason = "no_value"  # why a value the frame left empty is a bad reading
+    keys: frozenset[str] | None = None  # every key a frame can yield; None: the profile says
 
     def framer(self) -> Framer:
         raise NotImplementedError
@@ -100,6 +105,10 @@ class SensorCodec:
 class Pms5003Codec(SensorCodec):
     name = "pms5003"
     _drop = frozenset({"count_sizes_um"})  # constant labels of the counts, not values
+    keys = frozenset(
+        {"pm1_0_cf1", "pm2_5_cf1", "pm10_cf1", "pm1_0_atm", "pm2_5_atm", "pm10_atm", "reserved"}
+        | {f"counts.{i}" for i in range(len(pms5003.COUNT_SIZES_UM))}
+    )
 
     def framer(self) -> Framer:
         return Pms5003Framer()
@@ -118,6 +127,7 @@ class Pms5003Codec(SensorCodec):
 
 class Sds011Codec(SensorCodec):
     name = "sds011"
+    keys = frozenset({"pm2_5", "pm10"})
 
     def framer(self) -> Framer:
         return Sds011Framer()
@@ -142,6 +152,11 @@ class NmeaCodec(SensorCodec):
     name = "nmea"
     empty_reason = "no_fix"
     _drop = frozenset({"type", "talker"})
+    keys = frozenset(
+        {"lat", "lon"}  # a frame yields the keys of its sentence: GGA's or RMC's
+        | {"time", "fix_quality", "satellites", "hdop", "altitude_m", "geoid_separation_m"}
+        | {"timestamp", "valid", "speed_knots", "course_deg", "magnetic_variation_deg", "mode"}
+    )
 
     def __init__(self) -> None:
         self.fix: LatestFix | None = None
@@ -179,16 +194,16 @@ class GenericSensorCodec(SensorCodec):
         return Decoded(self.codec.decode(frame))
 
 
+BUILTIN: dict[str, type[SensorCodec]] = {c.name: c for c in (Pms5003Codec, Sds011Codec, NmeaCodec)}
+"""The codecs that need no ``[codec]`` table, by the name a profile gives."""
+
+
 def make_codec(device: DeviceConfig) -> SensorCodec:
     """The device's codec from its profile; ConfigError if it cannot serve the device."""
     profile = device.profile
     codec: SensorCodec
-    if profile.codec == "pms5003":
-        codec = Pms5003Codec()
-    elif profile.codec == "sds011":
-        codec = Sds011Codec()
-    elif profile.codec == "nmea":
-        codec = NmeaCodec()
+    if profile.codec in BUILTIN:
+        codec = BUILTIN[profile.codec]()
     elif profile.codec == "generic":
         try:
             codec = GenericSensorCodec(load_codec(profile.codec_options))

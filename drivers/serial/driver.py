@@ -125,6 +125,7 @@ class SerialSensorSource(Source):
         self.silence_s = silence
         self.state = "connecting"
         self.connected = False
+        self._opened = False  # the first open is not a reopen
         self.counters: dict[str, int] = {"reopens": 0, "transport_errors": 0}
         self.stats = _SensorStats()
         self._log = structlog.get_logger().bind(bus=bus.name, device=device.id, driver="serial")
@@ -161,7 +162,9 @@ class SerialSensorSource(Source):
         except TransientError as exc:
             self._log.warning("transport_open_failed", error=str(exc))
             return str(exc)
-        self.counters["reopens"] += 1
+        if self._opened:
+            self.counters["reopens"] += 1
+        self._opened = True
         self.connected = True
         self._reopen.reset()
         self._framer = self.codec.framer()  # bytes torn before a reopen mean nothing
