@@ -95,18 +95,23 @@ def send_command(port: int, topic: str, name: str, args: dict[str, object]) -> s
     return cmd.nonce
 
 
-async def test_threshold_alert_raised_acked_and_resent(
-    tmp_path: Path, broker: Broker, recorder: Recorder
-) -> None:
-    """A voltage over the profile's limit raises an alert; unacked it is re-sent; acked it stops."""
+def feeder_agent(tmp_path: Path, broker: Broker, volts: float) -> tuple[ModbusSim, Agent]:
+    """A simulated feeder at ``volts`` (its profile alerts above 245 V) and an agent for it."""
     (tmp_path / "profiles" / "test").mkdir(parents=True)
     (tmp_path / "profiles" / "test" / "feeder.toml").write_text(PROFILE)
     profile = load_profile(tmp_path / "profiles", "test/feeder")
     sim = ModbusSim({1: profile}, port=free_port())
-    sim.pin(1, "input", 0, words(230.0))
+    sim.pin(1, "input", 0, words(volts))
     cfg_path = tmp_path / "gw.toml"
     cfg_path.write_text(config_text(tmp_path, broker.port, sim.port))
-    agent = Agent(load_config(cfg_path))
+    return sim, Agent(load_config(cfg_path))
+
+
+async def test_threshold_alert_raised_acked_and_resent(
+    tmp_path: Path, broker: Broker, recorder: Recorder
+) -> None:
+    """A voltage over the profile's limit raises an alert; unacked it is re-sent; acked it stops."""
+    sim, agent = feeder_agent(tmp_path, broker, volts=230.0)
     async with sim:
         task = asyncio.create_task(agent.run())
         try:
@@ -147,14 +152,7 @@ async def test_no_pile_of_resent_copies_while_the_broker_is_away(
     tmp_path: Path, broker: Broker, recorder: Recorder
 ) -> None:
     """During an outage an unacknowledged alert waits in the outbox once, not once per period."""
-    (tmp_path / "profiles" / "test").mkdir(parents=True)
-    (tmp_path / "profiles" / "test" / "feeder.toml").write_text(PROFILE)
-    profile = load_profile(tmp_path / "profiles", "test/feeder")
-    sim = ModbusSim({1: profile}, port=free_port())
-    sim.pin(1, "input", 0, words(251.0))
-    cfg_path = tmp_path / "gw.toml"
-    cfg_path.write_text(config_text(tmp_path, broker.port, sim.port))
-    agent = Agent(load_config(cfg_path))
+    sim, agent = feeder_agent(tmp_path, broker, volts=251.0)
     async with sim:
         task = asyncio.create_task(agent.run())
         try:

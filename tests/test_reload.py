@@ -24,15 +24,22 @@ async def wait(pred, within_s: float = 20.0) -> None:  # type: ignore[no-untyped
         await asyncio.sleep(0.05)
 
 
+def meter_agent(
+    tmp_path: Path, broker: Broker, units: tuple[int, ...]
+) -> tuple[ModbusSim, Path, Agent]:
+    """Simulated SDM630 meters at ``units``, and an agent configured for meter 1 only."""
+    sdm = load_profile(PROFILES, "eastron/sdm630")
+    sim = ModbusSim(dict.fromkeys(units, sdm), port=free_port())
+    cfg = write_config(tmp_path / "gw.toml", broker_port=broker.port, modbus_port=sim.port,
+                       units=[1])  # fmt: skip
+    return sim, cfg, Agent(load_config(cfg))
+
+
 async def test_reload_keeps_old_config_on_error_and_adds_devices(
     tmp_path: Path, broker: Broker, recorder: Recorder
 ) -> None:
     """Broken config: refused with reasons, old devices go on; fixed: the new device starts."""
-    sdm = load_profile(PROFILES, "eastron/sdm630")
-    sim = ModbusSim({1: sdm, 2: sdm}, port=free_port())
-    cfg = write_config(tmp_path / "gw.toml", broker_port=broker.port, modbus_port=sim.port,
-                       units=[1])  # fmt: skip
-    agent = Agent(load_config(cfg))
+    sim, cfg, agent = meter_agent(tmp_path, broker, units=(1, 2))
     async with sim:
         task = asyncio.create_task(agent.run())
         try:
@@ -95,11 +102,7 @@ async def test_reload_applies_health_and_metrics_without_touching_the_buses(
     tmp_path: Path, broker: Broker, recorder: Recorder
 ) -> None:
     """[health] and [metrics] take effect on reload; the bus keeps running (its counters too)."""
-    sdm = load_profile(PROFILES, "eastron/sdm630")
-    sim = ModbusSim({1: sdm}, port=free_port())
-    cfg = write_config(tmp_path / "gw.toml", broker_port=broker.port, modbus_port=sim.port,
-                       units=[1])  # fmt: skip
-    agent = Agent(load_config(cfg))
+    sim, cfg, agent = meter_agent(tmp_path, broker, units=(1,))
     async with sim:
         task = asyncio.create_task(agent.run())
         try:
