@@ -313,3 +313,11 @@ def test_decode_frame_garbage_only_decode_errors(
     except DecodeError:
         return
     json.dumps(out)
+
+
+def test_the_config_checker_knows_exactly_the_payload_codecs() -> None:
+    """profile_loader's list (config never imports drivers at load) equals the drivers' own."""
+    from cityedge.config.profile_loader import CODECS
+    from cityedge.drivers.lorawan.payload import CODECS as PAYLOAD_CODECS
+
+    assert set(CODECS["lorawan"]) == set(PAYLOAD_CODECS)
