@@ -114,6 +114,7 @@ class Agent:
             site_id=config.site.id,
             on_message=self.remote.on_downlink,
             seal=seal,
+            stats=self.sender.stats if hasattr(self, "sender") else None,
         )
         sender.subscriptions = (sender.topic("cmd"),)
         sender.on_connect.append(self._birth)
@@ -262,6 +263,10 @@ class Agent:
         """
         from cityedge.config.loader import check_config
 
+        # The file as this reload reads it: the file watcher must not reload the
+        # same text again (a SIGHUP after an edit was applied twice, and status
+        # then showed the second, empty, reload).
+        self._config_stamp = await asyncio.to_thread(_stamp, self.config.source)
         new, problems = await asyncio.to_thread(
             check_config, self.config.source, self.config.profiles_dir, self.profile_updates
         )

@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--config", "-c", type=Path, help=f"the same, as an option (default {DEFAULT_CONFIG})"
     )
-    r.add_argument("--profiles", type=Path)
+    r.add_argument("--profiles", type=Path, help="profiles folder (default: see docs/config.md)")
     r.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
 
     cli_status.add_parser(sub)

@@ -1,8 +1,9 @@
 """``cityedge profiles [--config FILE]``: the device profiles a config can name, and where from.
 
 Lists every profile in the folders the agent looks in for that config:
-profile updates installed by signed command (``<state_dir>/profiles``) first,
-then the config's profiles folder (docs/config.md, "Paths"). A profile that
+profile updates installed by signed command (``<state_dir>/profiles``,
+"update") first, then the config's profiles folder (docs/config.md, "Paths":
+"shipped" for the package's own, "local" for another). A profile that
 does not validate is listed with its first problem, so a technician sees it
 before a device names it.
 """
@@ -43,7 +44,8 @@ def folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
     updates = _updates_dir(config)
     if updates is not None:
         out.append(("update", updates))
-    out.append(("profiles", resolve_profiles_dir(config)))
+    folder = resolve_profiles_dir(config)
+    out.append(("shipped" if folder == shipped_profiles_dir() else "local", folder))
     return out
 
 
@@ -81,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
         where = ", ".join(str(f) for _l, f in folders(args))
         say("profiles", f"no profiles in {where}")
     else:
+        print(f"{'profile':<32} {'from':<8} {'protocol':<8} {'family':<13} {'codec':<15} values")
         for r in rows:
             what = r.get("problem") or (
-                f"{r['protocol']:<8} {r['family']:<13} {r['codec'] or '-':<15} {r['values']} values"
+                f"{r['protocol']:<8} {r['family']:<13} {r['codec'] or '-':<15} {r['values']}"
             )
             mark = " (overridden by an update)" if r["hidden"] else ""
             print(f"{r['name']:<32} {r['from']:<8} {what}{mark}")

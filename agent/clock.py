@@ -150,7 +150,10 @@ class ClockState:
         else:
             ok, source = False, None
         if ok != self._ok:
-            log.info("clock_synchronized" if ok else "clock_unsynchronized", **self._evidence)
+            if ok:
+                log.info("clock_synchronized", **self._evidence)
+            else:  # readings now carry time_ok: false
+                log.warning("clock_unsynchronized", **self._evidence)
         self._ok, self._source = ok, source
 
     def _gps_evidence(self, now: float) -> dict[str, Any] | None:

@@ -28,6 +28,9 @@ log = structlog.get_logger("cityedge.ops")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 DEFAULT_EXPIRY_S = 600.0
+# How often a GPS fix is offered to the clock: a fix at start (or a GPS that jumps)
+# is taken within a second, not ten; a few attribute reads per source.
+GPS_TIME_EVERY_S = 1.0
 
 
 class Operations:
@@ -120,7 +123,7 @@ class Operations:
     async def _gps_time_loop(self) -> None:
         """A GPS receiver on a serial line is the time reference when NTP is missing."""
         while True:
-            await asyncio.sleep(10.0)
+            await asyncio.sleep(GPS_TIME_EVERY_S)
             for src in self.agent.sources:
                 latest = getattr(src, "latest_fix", None)
                 fix = latest() if callable(latest) else None

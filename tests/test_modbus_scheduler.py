@@ -211,3 +211,29 @@ def test_a_late_poll_skips_missed_slots() -> None:
     assert modbus._next_slot(dev, now=104.5) == 105.0  # 3 slots missed, not replayed
     assert dev.stats.skipped_slots == 3
     assert modbus._next_slot(dev, now=105.01) == 106.0
+
+
+@async_test
+async def test_a_peer_that_accepts_and_hangs_up_is_retried_ever_more_slowly() -> None:
+    """Not a Modbus server (it accepts TCP, then closes): the reopen backoff grows; it is reset
+    only by an answer, so the bus does not reconnect at the shortest interval for ever."""
+    accepted = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    bus = BusConfig(name="field", type="modbus-tcp", port=port, timeout_s=0.2)
+    dev = device("m1", 1, PROFILE, poll_interval_s=0.05, timeout_s=0.2)
+    modbus = ModbusBus(bus, [(dev, "cell")], reopen_min_s=0.05, reopen_max_s=5.0)
+    try:
+        async with running(modbus, Collector()):
+            await asyncio.sleep(3.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    # Doubling from 0.05 s (with jitter): about six or seven opens in 3 s, not one per 0.05 s.
+    assert 2 <= accepted <= 12, accepted

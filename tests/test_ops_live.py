@@ -94,8 +94,13 @@ async def test_drill_metrics_health_and_read_on_a_live_agent(
             # The drill, against the live agent (no signer on this one: that step is skipped).
             runner = DrillRunner(sock, device="meter-2", cut_s=2.0, step_timeout_s=20.0,
                                  poll_s=0.2)  # fmt: skip
+            before = (await agent.snapshot())["uplink"]
             report = await runner.run(("uplink_cut", "device_silent", "disk_nearly_full"))
             assert report.passed, report.render_text()
+            # The uplink's counters are totals since start: the cut's new sender carries them on.
+            after = (await agent.snapshot())["uplink"]
+            assert after["connects"] == before["connects"] + 1
+            assert after["readings_acked"] > before["readings_acked"]
             # The periodic health message went out on the events topic.
             await agent.ops.publish_health()
             await wait(lambda: any(e.get("type") == "health" for e in recorder.events()))

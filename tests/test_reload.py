@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from cityedge.agent import Agent
+from cityedge.agent import Agent, _stamp
 from cityedge.config.loader import load_config
 from cityedge.config.profile_loader import load_profile
 from cityedge.control import request
@@ -119,6 +119,8 @@ async def test_reload_applies_health_and_metrics_without_touching_the_buses(
             assert result["ok"] is True, result
             assert result["buses_restarted"] == [] and result["applied"] == ["health", "metrics"]
             assert agent.sources[0] is source, "the bus was not restarted"
+            # The file watcher sees this text as loaded: it does not reload it a second time.
+            assert agent._config_stamp == _stamp(cfg)
             assert agent.ops.health_every_s == 10
             health = [t for t in agent.ops._tasks if t.get_name() == "health"]
             assert len(health) == 1 and not health[0].done()

@@ -136,5 +136,8 @@ async def test_two_gateways_with_one_client_id_are_named(tmp_path: Path, broker:
                 await asyncio.sleep(0.1)
     hint = next(e for e in logs if e["event"] == "uplink_session_taken_over")
     assert hint["client_id"] == "gw1" and "gateway_id" in hint["hint"]
+    # What `cityedge status` shows as the uplink's last error says it too.
+    errors = [rig.sender.stats.last_error or "" for rig in (a, b)]
+    assert any("another client with client id 'gw1'" in e for e in errors), errors
     for rig in (a, b):
         rig.executor.shutdown(wait=True)

@@ -72,6 +72,7 @@ class Sender:
         on_message: Callable[[str, bytes], None] | None = None,
         subscriptions: tuple[str, ...] = (),
         seal: Sealer | None = None,
+        stats: UplinkStats | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = outbox
@@ -79,7 +80,10 @@ class Sender:
         self.gateway_id = gateway_id
         self.site_id = site_id
         self.base = f"{cfg.topic_prefix}/{site_id}/{gateway_id}"
-        self.stats = UplinkStats()
+        # A sender that replaces another (a reload, a drill's resume) carries its
+        # counters on: they are totals since the agent started, as metrics expect.
+        self.stats = stats if stats is not None else UplinkStats()
+        self.stats.state, self.stats.connected_since = "connecting", None
         self._on_message = on_message
         self.subscriptions = subscriptions
         self._inflight: dict[int, Batch] = {}  # mid -> batch
@@ -148,7 +152,16 @@ class Sender:
             log.warning("uplink_down", error=link.error, retry_in_s=round(delay, 2))
             lasted = time.time() - (self.stats.connected_since or 0.0)
             short_sessions = short_sessions + 1 if link.connected.is_set() and lasted < 5 else 0
-            if short_sessions == TAKEN_OVER_AFTER or "taken over" in (link.error or "").lower():
+            taken_over = "taken over" in (link.error or "").lower()
+            if short_sessions >= TAKEN_OVER_AFTER or taken_over:
+                client_id = self.cfg.client_id or self.gateway_id
+                self.stats.last_error = (
+                    f"{link.error}: the broker closes each connection at once "
+                    f"(another client with client id {client_id!r}?)"
+                )
+            # Said at the third short session, then every 20th while it goes on.
+            streak = short_sessions - TAKEN_OVER_AFTER
+            if taken_over or (streak >= 0 and streak % 20 == 0):
                 log.error(
                     "uplink_session_taken_over",
                     client_id=self.cfg.client_id or self.gateway_id,

@@ -131,6 +131,7 @@ class ModbusBus(Source):
                 log=self._log.bind(device=config.id, unit=config.unit_id),
             )
         self._reopen = Backoff(base_s=reopen_min_s, cap_s=reopen_max_s)
+        self._answered = False  # has the peer answered a request since the last open?
         self._summary_interval_s = summary_interval_s
         self._clock_ok = clock_ok
         self._heap: list[tuple[float, int, _Device]] = []
@@ -194,7 +195,9 @@ class ModbusBus(Source):
             self.counters["reopens"] += 1
         self._opened = True
         self.connected = True
-        self._reopen.reset()
+        # The reopen backoff is reset by the first answer, not by the open: a peer that
+        # accepts TCP and then hangs up (not a Modbus server) is retried ever more slowly.
+        self._answered = False
         self._log.info("transport_opened", devices=len(self._devices))
         now = time.monotonic()
         self._heap = []
@@ -297,6 +300,9 @@ class ModbusBus(Source):
         except ReplyMismatch as exc:
             await self._failed(dev, "bad_response", str(exc))
             return
+        if not self._answered:
+            self._answered = True
+            self._reopen.reset()
         now = time.monotonic()
         if refused and len(refused) == len(dev.requests):
             dev.stats.stalled()  # no data came back: no poll rate to show
