@@ -99,7 +99,7 @@ async def test_drill_metrics_health_and_read_on_a_live_agent(
             assert report.passed, report.render_text()
             # The uplink's counters are totals since start: the cut's new sender carries them on.
             after = (await agent.snapshot())["uplink"]
-            assert after["connects"] == before["connects"] + 1
+            assert after["connects"] > before["connects"]  # a fresh count would be 1 again
             assert after["readings_acked"] > before["readings_acked"]
             # The periodic health message went out on the events topic.
             await agent.ops.publish_health()
