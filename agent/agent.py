@@ -69,6 +69,7 @@ class Agent:
         # The last reading of every point, per device (bounded by the config's points).
         self.last_values: dict[str, dict[str, Reading]] = {}
         self.alert_store = AlertStore(state_dir / "alerts.json", config.alerts.resend_s)
+        self.alert_store_failures = 0
         self.alerts = AlertEngine(rules_from(config), config.site.gateway_id)
         self.anomaly = AnomalyRuntime(config, state_dir, self.alerts, self.raise_alerts)
         self.signer = (
@@ -327,7 +328,11 @@ class Agent:
 
     async def raise_alerts(self, records: list[dict[str, Any]]) -> None:
         for rec in records:
-            await asyncio.to_thread(self.alert_store.record, rec)
+            try:
+                await asyncio.to_thread(self.alert_store.record, rec)
+            except Exception:  # the record still goes out; a store fault is not the source's
+                self.alert_store_failures += 1
+                log.exception("alert_store_failed", alert_id=rec["alert_id"])
             log.warning(
                 "alert",
                 alert_id=rec["alert_id"],
@@ -506,6 +511,8 @@ class Agent:
                 "active": self._active_alerts(),
                 "raised": {lvl.label: n for lvl, n in self.alerts.tracker.raised.items()},
                 "unacknowledged": self.alert_store.unacked(),
+                "forgotten_unacknowledged": dict(self.alert_store.forgotten),
+                "store_failures": self.alert_store_failures,
             },
             "commands": {
                 "done": dict(self.commands.done),

@@ -25,11 +25,8 @@ and what to do, and counts each (``state_file_other_bus``).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,67 +34,12 @@ from typing import Any
 
 import structlog
 from tinydb import Query, TinyDB
-from tinydb.storages import Storage
 
 from cityedge.drivers.lorawan import crypto
+from cityedge.jsonstore import AtomicJSONStorage
 
 MAX_DEV_NONCES = 4096  # DevNonces kept per device; the oldest go first
-FILE_MODE = 0o600  # the file holds session keys: owner only, whatever the umask
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
-
-
-class AtomicJSONStorage(Storage):
-    """TinyDB storage: whole-file atomic rewrites, an in-memory copy, corrupt files set aside."""
-
-    def __init__(self, path: str, fsync: bool = True) -> None:
-        self.path = Path(path)
-        self.fsync = fsync
-        self.corrupt: list[str] = []  # why the file was set aside, for the caller to count
-        self._data: dict[str, dict[str, Any]] | None = None
-        self._loaded = False
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        if not self._loaded:
-            self._data = self._load()
-            self._loaded = True
-        return self._data
-
-    def _load(self) -> dict[str, dict[str, Any]] | None:
-        try:
-            text = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        with contextlib.suppress(OSError):  # a file an older version wrote 0644
-            os.chmod(self.path, FILE_MODE)
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-                raise ValueError("top level is not an object of tables")
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
-            with contextlib.suppress(OSError):
-                self.path.replace(aside)
-            self.corrupt.append(f"{type(exc).__name__}: {str(exc)[:80]}; moved to {aside.name}")
-            return None
-        return data
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        self._data = data
-        self._loaded = True
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        # Created 0600 and narrowed again in case an older .tmp was left wider:
-        # the keys are never readable by others, not even between write and rename.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with open(fd, "wb") as f:
-            os.fchmod(fd, FILE_MODE)
-            f.write(json.dumps(data, separators=(",", ":")).encode())
-            if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(slots=True)
