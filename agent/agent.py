@@ -37,7 +37,7 @@ from cityedge.sources import SourceContext, build_sources, factory
 from cityedge.tasks import OUTER_EVERY_S, cancel_and_wait
 from cityedge.uplink.link import Link
 from cityedge.uplink.sealing import UplinkSealer
-from cityedge.uplink.sender import Sender
+from cityedge.uplink.sender import Sender, UplinkStats
 
 log = structlog.get_logger("cityedge.agent")
 LAST_VALUES_PER_DEVICE = 1000  # points kept for `cityedge read`, whatever a device sends
@@ -63,10 +63,10 @@ class Agent:
             storage.path, max_bytes=storage.max_bytes, durability=storage.durability
         )
         self.writer = Writer(self.outbox, self.executor)
-        state_dir = storage.state_dir or storage.path.parent
+        state_dir = storage.state_root
         self.state_dir = state_dir
-        self.profile_updates = state_dir / "profiles"  # installed by signed commands
-        # The last reading of every point, per device (bounded by the config's points).
+        self.profile_updates = storage.profile_updates  # installed by signed commands
+        # The last reading of every point, per device (LAST_VALUES_PER_DEVICE at most).
         self.last_values: dict[str, dict[str, Reading]] = {}
         self.alert_store = AlertStore(state_dir / "alerts.json", config.alerts.resend_s)
         self.alert_store_failures = 0
@@ -80,6 +80,8 @@ class Agent:
         self.remote = RemoteCommands(self)
         self.commands = self.remote.router
         self._command_tasks = self.remote.tasks
+        # Totals since start, carried by every sender (a reload, a drill's resume).
+        self.uplink_stats = UplinkStats()
         self.sender = self._make_sender(config)
         self.clock = ClockState()
         self.source_ctx = SourceContext(
@@ -115,7 +117,7 @@ class Agent:
             site_id=config.site.id,
             on_message=self.remote.on_downlink,
             seal=seal,
-            stats=self.sender.stats if hasattr(self, "sender") else None,
+            stats=self.uplink_stats,
         )
         sender.subscriptions = (sender.topic("cmd"),)
         sender.on_connect.append(self._birth)

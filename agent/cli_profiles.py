@@ -56,7 +56,7 @@ def _updates_dir(config: Path) -> Path | None:
     cfg, _problems = check_config(config)
     if cfg is None:
         return None
-    folder = (cfg.storage.state_dir or cfg.storage.path.parent) / "profiles"
+    folder = cfg.storage.profile_updates
     return folder if folder.is_dir() else None
 
 

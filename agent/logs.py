@@ -63,7 +63,7 @@ def route_libraries(level: str = "info", renderer: structlog.types.Processor | N
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                renderer or _renderer(json=not sys.stderr.isatty()),
+                renderer or _renderer(_wants_json()),
             ],
         )
     )
@@ -83,6 +83,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+def _wants_json() -> bool:
+    """JSON lines when stderr is not a terminal or journald is listening."""
+    return not sys.stderr.isatty() or "JOURNAL_STREAM" in os.environ
+
+
 def _renderer(json: bool) -> structlog.types.Processor:
     if json:
         return structlog.processors.JSONRenderer()
@@ -92,7 +97,7 @@ def _renderer(json: bool) -> structlog.types.Processor:
 def configure(level: str = "info", *, json: bool | None = None) -> None:
     """JSON when stdout is not a terminal or journald is listening."""
     if json is None:
-        json = not sys.stderr.isatty() or "JOURNAL_STREAM" in os.environ
+        json = _wants_json()
     renderer = _renderer(json)
     structlog.configure(
         processors=[

@@ -33,7 +33,7 @@ class InstalledModels:
     @classmethod
     def of(cls, storage: StorageConfig, anomaly: AnomalyConfig) -> InstalledModels:
         """The folders the agent of this config loads models from, in its order."""
-        state_dir = storage.state_dir or storage.path.parent
+        state_dir = storage.state_root
         return cls([state_dir / "models", anomaly.model_dir])
 
     def folders(self) -> list[Path]:

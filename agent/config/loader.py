@@ -360,7 +360,7 @@ def _profile_updates(ctx: Context, top: dict[str, Any]) -> Path | None:
     if ("storage",) in ctx.lines and "storage" not in top:
         return None
     storage = top.get("storage", StorageConfig())
-    folder = (storage.state_dir or storage.path.parent) / "profiles"
+    folder: Path = storage.profile_updates
     try:
         return folder if folder.is_dir() else None
     except OSError:  # a folder this user may not read

@@ -117,6 +117,16 @@ class StorageConfig:
     durability: Durability = "full"
     state_dir: Path | None = None  # None: the folder of path
 
+    @property
+    def state_root(self) -> Path:
+        """Where the agent's small state lives: ``state_dir``, else the outbox's folder."""
+        return self.state_dir or self.path.parent
+
+    @property
+    def profile_updates(self) -> Path:
+        """Profiles installed by signed command; they win over the shipped ones."""
+        return self.state_root / "profiles"
+
 
 @dataclass(frozen=True, slots=True)
 class SigningConfig:
